@@ -1,0 +1,45 @@
+# rpm-telemetry. `make demo` runs the main job on a fresh machine; `make test` runs the test suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+
+.PHONY: help install services services-down status migrate migrate-status seed test lint typecheck pytest demo
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+install:  ## install Debian packages, the Python .venv and the Kafka jars (idempotent)
+	bash scripts/install.sh
+
+services:  ## start PostgreSQL, Mosquitto and Kafka on loopback (idempotent)
+	bash scripts/services.sh up
+
+services-down:  ## stop the services this project started
+	bash scripts/services.sh down
+
+status:  ## show which services run
+	bash scripts/services.sh status
+
+migrate: install  ## apply pending SQL migrations
+	$(PY) -m migrations up
+
+migrate-status: install  ## list applied and pending migrations
+	$(PY) -m migrations status
+
+seed: migrate  ## load realistic demo data (idempotent) and provision the seeded fleet
+	$(PY) scripts/seed.py
+
+lint: install  ## ruff
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: install  ## mypy --strict on everything, tests included
+	.venv/bin/mypy
+
+pytest: install  ## the test suite only (services must be up)
+	$(PY) -m pytest
+
+test: services migrate lint typecheck pytest  ## start services, migrate, lint, typecheck and run the tests
+
+demo: services seed  ## services, migrations, seed data and a check of the pipeline
+	$(PY) scripts/seed.py --check

@@ -1,0 +1,70 @@
+"""Writes the broker's password file and ACL from the registry and tells Mosquitto to reload them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import psycopg
+
+from ingest.broker_auth import (
+    BrokerUser,
+    device_user,
+    hash_password,
+    ingest_user,
+    render_acl,
+    render_password_file,
+    service_user,
+    write_atomically,
+)
+from ingest.settings import IngestSettings
+
+logger = logging.getLogger(__name__)
+
+
+def active_devices(conn: psycopg.Connection[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(serial, credential hash) of every active device; none before the registry's migration has run."""
+    exists = conn.execute("SELECT to_regclass('public.devices') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return []
+    rows = conn.execute(
+        "SELECT serial, credential_hash FROM devices"
+        " WHERE status = 'active' AND credential_hash IS NOT NULL ORDER BY serial"
+    ).fetchall()
+    return [(str(serial), str(h)) for serial, h in rows]
+
+
+def broker_users(settings: IngestSettings, devices: list[tuple[str, str]]) -> list[BrokerUser]:
+    users = [
+        ingest_user(settings.mqtt_ingest_user, hash_password(settings.mqtt_ingest_password.get_secret_value())),
+        service_user(
+            settings.mqtt_processor_user, hash_password(settings.mqtt_processor_password.get_secret_value())
+        ),
+    ]
+    users.extend(device_user(serial, h) for serial, h in devices)
+    return users
+
+
+def reload_broker(settings: IngestSettings) -> bool:
+    """Sends SIGHUP to the project's broker; False when it is not running."""
+    pidfile = settings.broker_dir / "mosquitto.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
+
+
+def sync_broker(settings: IngestSettings, *, reload: bool = True) -> int:
+    """Regenerates passwd and acl; returns the number of devices allowed to connect."""
+    with psycopg.connect(settings.admin_dsn()) as conn:
+        devices = active_devices(conn)
+    users = broker_users(settings, devices)
+    settings.broker_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(settings.broker_dir / "passwd", render_password_file(users))
+    write_atomically(settings.broker_dir / "acl", render_acl(users))
+    if reload and not reload_broker(settings):
+        logger.warning("broker not running; files written to %s", settings.broker_dir)
+    return len(devices)
