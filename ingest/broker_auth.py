@@ -14,6 +14,7 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,10 +117,16 @@ def render_acl(users: Iterable[BrokerUser]) -> str:
 
 def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     """Replaces a file in one rename, so the broker never reads a half-written one on SIGHUP."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    stat = path.stat() if path.exists() else None
-    if stat is not None:
-        os.chown(tmp, stat.st_uid, stat.st_gid)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.chmod(mode)
+        stat = path.stat() if path.exists() else None
+        if stat is not None:
+            os.chown(tmp, stat.st_uid, stat.st_gid)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -22,6 +22,8 @@ from ingest.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
 
+_SYNC_LOCK = 0x52504D42  # "RPMB"
+
 
 def active_devices(conn: psycopg.Connection[tuple[str, str]]) -> list[tuple[str, str]]:
     """(serial, credential hash) of every active device; none before the registry's migration has run."""
@@ -38,9 +40,7 @@ def active_devices(conn: psycopg.Connection[tuple[str, str]]) -> list[tuple[str,
 def broker_users(settings: IngestSettings, devices: list[tuple[str, str]]) -> list[BrokerUser]:
     users = [
         ingest_user(settings.mqtt_ingest_user, hash_password(settings.mqtt_ingest_password.get_secret_value())),
-        service_user(
-            settings.mqtt_processor_user, hash_password(settings.mqtt_processor_password.get_secret_value())
-        ),
+        service_user(settings.mqtt_processor_user, hash_password(settings.mqtt_processor_password.get_secret_value())),
     ]
     users.extend(device_user(serial, h) for serial, h in devices)
     return users
@@ -59,12 +59,17 @@ def reload_broker(settings: IngestSettings) -> bool:
 
 def sync_broker(settings: IngestSettings, *, reload: bool = True) -> int:
     """Regenerates passwd and acl; returns the number of devices allowed to connect."""
-    with psycopg.connect(settings.admin_dsn()) as conn:
-        devices = active_devices(conn)
-    users = broker_users(settings, devices)
-    settings.broker_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(settings.broker_dir / "passwd", render_password_file(users))
-    write_atomically(settings.broker_dir / "acl", render_acl(users))
-    if reload and not reload_broker(settings):
-        logger.warning("broker not running; files written to %s", settings.broker_dir)
+    with psycopg.connect(settings.admin_dsn(), autocommit=True) as conn:
+        # Serialises concurrent syncs, so a slower one can never overwrite a newer snapshot of the registry.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_SYNC_LOCK,))
+        try:
+            devices = active_devices(conn)
+            users = broker_users(settings, devices)
+            settings.broker_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(settings.broker_dir / "passwd", render_password_file(users))
+            write_atomically(settings.broker_dir / "acl", render_acl(users))
+            if reload and not reload_broker(settings):
+                logger.warning("broker not running; files written to %s", settings.broker_dir)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_SYNC_LOCK,))
     return len(devices)

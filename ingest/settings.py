@@ -47,6 +47,9 @@ def _dsn(user: str, password: SecretStr, s: IngestSettings) -> str:
     from psycopg.conninfo import make_conninfo
 
     return make_conninfo(
-        host=s.postgres_host, port=s.postgres_port, dbname=s.postgres_db, user=user,
+        host=s.postgres_host,
+        port=s.postgres_port,
+        dbname=s.postgres_db,
+        user=user,
         password=password.get_secret_value(),
     )
