@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import quote
 
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
@@ -26,13 +27,25 @@ class RoleSettings(BaseSettings):
     postgres_user: str = "rpm_app"
     postgres_password: SecretStr = SecretStr("")
 
-    def dsn(self, role: Role, dbname: str | None = None) -> str:
-        user, password = {
+    def _credentials(self, role: Role) -> tuple[str, SecretStr]:
+        return {
             "owner": (self.postgres_admin_user, self.postgres_admin_password),
             "ingest": (self.postgres_ingest_user, self.postgres_ingest_password),
             "processor": (self.postgres_processor_user, self.postgres_processor_password),
             "app": (self.postgres_user, self.postgres_password),
         }[role]
+
+    def url(self, role: Role) -> str:
+        """A postgresql:// URL, the form asyncpg takes."""
+        user, password = self._credentials(role)
+        return (
+            f"postgresql://{quote(user, safe='')}:{quote(password.get_secret_value(), safe='')}"
+            f"@{self.postgres_host}:{self.postgres_port}/{quote(self.postgres_db, safe='')}"
+        )
+
+    def dsn(self, role: Role, dbname: str | None = None) -> str:
+        """A libpq key=value string, the form psycopg takes."""
+        user, password = self._credentials(role)
         return make_conninfo(
             host=self.postgres_host,
             port=self.postgres_port,

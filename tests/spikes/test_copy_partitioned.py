@@ -1,0 +1,79 @@
+"""Spike: the ingest role can binary-COPY into the day-partitioned vital_readings through asyncpg."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import psycopg
+
+from tests import factories
+from tests.factories import Organization, Patient
+from tests.roles import RoleSettings
+
+COLUMNS = (
+    "id",
+    "organization_id",
+    "patient_id",
+    "device_id",
+    "vital_type_id",
+    "value",
+    "original_value",
+    "original_unit",
+    "measured_at",
+    "received_at",
+    "message_id",
+    "metadata",
+)
+
+
+async def test_ingest_role_copies_into_partitioned_readings(
+    db: psycopg.Connection[Any], org: Organization, patient: Patient
+) -> None:
+    device = factories.create_device(db, org.id, assign_to=patient)
+    now = datetime.now(UTC)
+    # Rows spread over 30 days, so the COPY routes into many partitions in one statement.
+    rows = [
+        (
+            uuid.uuid4(),
+            org.id,
+            patient.id,
+            device.id,
+            1,
+            60.0 + i % 40,
+            60.0 + i % 40,
+            "/min",
+            now - timedelta(days=i % 30, seconds=i),
+            now,
+            f"spike-{i}",
+            json.dumps({"seq": i}),
+        )
+        for i in range(100)
+    ]
+    conn = await asyncpg.connect(RoleSettings().url("ingest"))
+    try:
+        # Binary COPY needs a binary jsonb codec: a version byte (1) followed by the JSON text.
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda text: b"\x01" + text.encode(),
+            decoder=lambda data: json.loads(data[1:]),
+            schema="pg_catalog",
+            format="binary",
+        )
+        async with conn.transaction():
+            result = await conn.copy_records_to_table("vital_readings", records=rows, columns=COLUMNS)
+        assert result == "COPY 100"
+    finally:
+        await conn.close()
+
+    stored = db.execute(
+        "SELECT count(*), count(DISTINCT tableoid), min(metadata->>'seq'), max(value)"
+        " FROM vital_readings WHERE device_id = %s",
+        (device.id,),
+    ).fetchone()
+    utc_days = {row[8].date() for row in rows}
+    assert len(utc_days) >= 30
+    assert stored == (100, len(utc_days), "0", 99.0)
