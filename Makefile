@@ -27,7 +27,7 @@ migrate-status: install  ## list applied and pending migrations
 	$(PY) -m migrations status
 
 seed: migrate  ## load realistic demo data (idempotent) and provision the seeded fleet
-	$(PY) scripts/seed.py
+	$(PY) -m scripts.seed
 
 lint: install  ## ruff
 	.venv/bin/ruff check .
@@ -42,4 +42,4 @@ pytest: install  ## the test suite only (services must be up)
 test: services migrate lint typecheck pytest  ## start services, migrate, lint, typecheck and run the tests
 
 demo: services seed  ## services, migrations, seed data and a check of the pipeline
-	$(PY) scripts/seed.py --check
+	$(PY) -m scripts.seed --check
