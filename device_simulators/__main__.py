@@ -1,0 +1,163 @@
+"""`python -m device_simulators fleet|scenario|demo …`: simulated devices against the project's broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from device_simulators.credentials import Fleet, load_fleet
+from device_simulators.fleet import FleetPlan, Identity, run_fleet
+from device_simulators.publisher import Broker, ConnectError, Connection
+from device_simulators.settings import SimulatorSettings
+
+logger = logging.getLogger("device_simulators")
+
+
+def _fleet_args(commands: Any) -> None:
+    p = commands.add_parser("fleet", help="load: N devices publishing at a target rate, then a summary and JSON")
+    p.add_argument("--devices", type=int, default=0, help="how many devices (default: all in the credentials)")
+    p.add_argument("--provision", action="store_true", help="register --devices fresh devices for this run")
+    p.add_argument("--rate", type=float, default=0, help="messages/s over the fleet (0: as fast as possible)")
+    p.add_argument("--duration", type=float, default=10, help="seconds of publishing")
+    p.add_argument("--messages", type=int, default=None, help="stop after this many messages in total")
+    p.add_argument("--readings", type=int, default=1, help="readings per message (1-500)")
+    p.add_argument("--window", type=int, default=1000, help="unacknowledged publishes per connection")
+    p.add_argument(
+        "--multiplex",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N shared connections as MQTT_LOADGEN_USER instead of one per device",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-id", default=None, help="tag in meta.run (default: random)")
+    p.add_argument("--json", type=Path, default=None, help="write the result here")
+    p.add_argument("--reconcile", action="store_true", help="count the run in vital_readings after it")
+    p.add_argument("--settle", type=float, default=10.0, help="seconds to wait for ingest before --reconcile")
+
+
+async def _wait_accepted(fleet: Fleet, limit_s: float = 15.0) -> None:
+    """A broker reload (SIGHUP) is asynchronous: waits until the newest device can log in."""
+    last = fleet.devices[-1]
+    deadline = time.monotonic() + limit_s
+    while True:
+        conn = Connection(f"probe-{secrets.token_hex(4)}", last.serial, last.password, on_ack=lambda *_: None)
+        try:
+            await conn.connect(fleet.broker, limit_s=2)
+        except ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        await conn.close()
+        return
+
+
+async def _fleet(args: argparse.Namespace, settings: SimulatorSettings) -> int:
+    run_id = args.run_id or f"r{secrets.token_hex(4)}"
+    broker = Broker(settings.mqtt_host, settings.mqtt_port)
+    if args.provision:
+        import psycopg
+
+        from device_simulators.provision import provision_fleet
+        from ingest.broker_sync import sync_broker
+        from ingest.settings import IngestSettings
+
+        ingest_settings = IngestSettings()
+        with psycopg.connect(ingest_settings.admin_dsn(), autocommit=True) as conn:
+            _, fleet = provision_fleet(conn, f"load-{run_id}", args.devices or 100, broker)
+        sync_broker(ingest_settings)
+        await _wait_accepted(fleet)
+    else:
+        fleet = load_fleet(settings.device_credentials_file)
+    devices = fleet.devices[: args.devices] if args.devices else fleet.devices
+    plan = FleetPlan(
+        run_id=run_id,
+        rate=args.rate,
+        readings_per_message=args.readings,
+        duration_s=args.duration,
+        max_messages=args.messages,
+        window=args.window,
+        connections=args.multiplex or 1,
+        seed=args.seed,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    multiplex = None
+    if args.multiplex:
+        if not settings.mqtt_loadgen_user:
+            print("--multiplex needs MQTT_LOADGEN_USER/MQTT_LOADGEN_PASSWORD", file=sys.stderr)
+            return 2
+        multiplex = Identity(settings.mqtt_loadgen_user, settings.mqtt_loadgen_password.get_secret_value())
+    result = await run_fleet(
+        plan,
+        [d.serial for d in devices],
+        fleet.broker,
+        device_passwords=None if multiplex else [d.password for d in devices],
+        multiplex=multiplex,
+        stop=stop,
+    )
+    if args.reconcile:
+        result["reconciliation"] = await _reconcile(result, args.settle)
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0 if result["errors"] == 0 and result["drained"] else 1
+
+
+async def _reconcile(result: dict[str, Any], settle: float) -> dict[str, Any]:
+    from datetime import datetime
+
+    import psycopg
+
+    from device_simulators.load import LoadMessages
+    from device_simulators.reconcile import reconcile
+    from ingest.settings import IngestSettings
+
+    await asyncio.sleep(settle)
+    origin = datetime.fromisoformat(result["origin"])
+    span = LoadMessages(result["run_id"], result["readings_per_message"], origin).span(max(result["last_seq"].values()))
+    with psycopg.connect(IngestSettings().admin_dsn()) as conn:
+        rec = reconcile(conn, result["run_id"], result["last_seq"], result["readings_per_message"], origin, span)
+    print(
+        f"  stored {rec.stored:,} of {rec.sent:,} messages ({rec.rows:,} rows): missing {rec.missing:,},"
+        f" partial {rec.partial:,}, unexpected {rec.unexpected:,}",
+        file=sys.stderr,
+    )
+    return {
+        "sent": rec.sent,
+        "stored": rec.stored,
+        "rows": rec.rows,
+        "missing": rec.missing,
+        "partial": rec.partial,
+        "unexpected": rec.unexpected,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device_simulators")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _fleet_args(commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
+    settings = SimulatorSettings()
+    if args.command == "fleet":
+        return asyncio.run(_fleet(args, settings))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Counts a load run's messages in `vital_readings` by (device, meta.seq): what was lost, what was doubled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+# ingest keeps the message's `meta` in vital_readings.metadata, either as is or under "meta".
+_SEQ = "coalesce(r.metadata->>'seq', r.metadata->'meta'->>'seq')::bigint"
+_RUN = "coalesce(r.metadata->>'run', r.metadata->'meta'->>'run')"
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """Messages sent (seq 1..last per device) against rows stored.
+
+    `missing` messages have no row, `partial` ones fewer rows than readings, `unexpected` rows carry a seq that
+    was never sent. Duplicates cannot exist (primary key), so `rows == readings_per_message * complete`.
+    """
+
+    sent: int
+    stored: int
+    rows: int
+    missing: int
+    partial: int
+    unexpected: int
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == 0 and self.partial == 0 and self.unexpected == 0
+
+
+def reconcile(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    last_seq: Mapping[str, int],
+    readings_per_message: int,
+    origin: datetime,
+    span: timedelta,
+) -> Reconciliation:
+    """Compares the run's sent messages (`last_seq`: serial -> highest seq sent) with the stored rows."""
+    serials = list(last_seq)
+    rows = conn.execute(
+        f"SELECT d.serial, {_SEQ} AS seq, count(*) FROM vital_readings r JOIN devices d ON d.id = r.device_id"
+        f" WHERE d.serial = ANY(%s) AND r.measured_at >= %s AND r.measured_at < %s AND {_RUN} = %s"
+        " GROUP BY 1, 2",
+        (serials, origin, origin + span + timedelta(seconds=1), run_id),
+    ).fetchall()
+    stored = partial = unexpected = total = 0
+    for serial, seq, count in rows:
+        total += count
+        if seq is None or not 1 <= seq <= last_seq.get(serial, 0):
+            unexpected += count
+            continue
+        stored += 1
+        if count != readings_per_message:
+            partial += 1
+    sent = sum(last_seq.values())
+    return Reconciliation(
+        sent=sent,
+        stored=stored,
+        rows=total,
+        missing=sent - stored,
+        partial=partial,
+        unexpected=unexpected,
+    )
