@@ -2,12 +2,15 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
 
+# Exports the settings in .env (created on first use), except those already set in the environment: as in the
+# Python services' settings, an explicit environment variable wins over the file.
 load_env() {
     [ -f "$ROOT/.env" ] || bash "$ROOT/scripts/env.sh"
-    set -a
-    # shellcheck disable=SC1091
-    source "$ROOT/.env"
-    set +a
+    local key value
+    while IFS='=' read -r key value; do
+        [[ $key =~ ^[A-Z_][A-Z0-9_]*$ ]] || continue
+        [ -n "${!key+x}" ] || export "$key=$value"
+    done < "$ROOT/.env"
     : "${RPM_STATE_DIR:=/var/tmp/rpm-telemetry}"
     export RPM_STATE_DIR
 }
