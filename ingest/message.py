@@ -1,0 +1,140 @@
+"""The readings message: validated strictly at the boundary (pydantic), then frozen dataclasses inside."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from ingest.rejection import Rejection, RejectionReason
+
+MESSAGE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MAX_READINGS = 500
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+
+
+class _ReadingModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    type: str
+    value: int | float
+    unit: str
+    measured_at: str
+
+
+class _MessageModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    message_id: Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
+    readings: Annotated[list[_ReadingModel], Field(min_length=1, max_length=MAX_READINGS)]
+    sent_at: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingInput:
+    """One reading as the device sent it; `value` is a JSON number (int or float), not yet checked."""
+
+    type: str
+    value: int | float
+    unit: str
+    measured_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A structurally valid readings message.
+
+    Attributes:
+        message_id: the device's id for the message (a retry reuses it).
+        readings: 1-500 readings, in the order sent.
+        metadata: JSON text for `vital_readings.metadata`: `{"meta": {...}, "sent_at": "..."}`, keys when present.
+    """
+
+    message_id: str
+    readings: tuple[ReadingInput, ...]
+    sent_at: datetime | None
+    metadata: str
+
+
+def parse_timestamp(text: str) -> datetime | None:
+    """An RFC 3339 timestamp with an explicit offset, or None (naive, other ISO 8601 forms, invalid dates)."""
+    if not _RFC3339.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def validate_message(obj: dict[str, Any], *, max_meta_bytes: int) -> Message | Rejection:
+    """Checks a decoded JSON object against the wire contract; returns the message or its message-level refusal."""
+    try:
+        model = _MessageModel.model_validate(obj)
+    except ValidationError as exc:
+        return _refusal(exc)
+    for name in ("sent_at", "meta"):
+        if name in obj and obj[name] is None:
+            return Rejection(RejectionReason.INVALID_MESSAGE, f"{name}: null is not allowed; omit the field")
+    sent_at = None
+    if model.sent_at is not None:
+        sent_at = parse_timestamp(model.sent_at)
+        if sent_at is None:
+            return Rejection(RejectionReason.INVALID_MESSAGE, "sent_at: not RFC 3339 with an offset")
+    metadata: dict[str, Any] = {}
+    if model.meta is not None:
+        problem = _check_json_text(model.meta)
+        if problem is not None:
+            return Rejection(RejectionReason.INVALID_MESSAGE, f"meta: {problem}")
+        size = len(json.dumps(model.meta, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > max_meta_bytes:
+            return Rejection(RejectionReason.INVALID_MESSAGE, f"meta: {size} bytes serialized, limit {max_meta_bytes}")
+        metadata["meta"] = model.meta
+    if sent_at is not None:
+        metadata["sent_at"] = sent_at.isoformat()
+    return Message(
+        message_id=model.message_id,
+        readings=tuple(ReadingInput(r.type, r.value, r.unit, r.measured_at) for r in model.readings),
+        sent_at=sent_at,
+        metadata=json.dumps(metadata, separators=(",", ":")) if metadata else "{}",
+    )
+
+
+def _refusal(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False, include_input=False)
+    reasons = [_reason(e) for e in errors]
+    # A structural fault outranks a bad id or count: the message is not one of ours at all.
+    reason = RejectionReason.INVALID_MESSAGE if RejectionReason.INVALID_MESSAGE in reasons else reasons[0]
+    first = next(e for e, r in zip(errors, reasons, strict=True) if r is reason)
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Rejection(reason, f"{where}: {first['msg']}{more}")
+
+
+def _reason(error: Any) -> RejectionReason:
+    loc = error["loc"]
+    if loc == ("message_id",) and error["type"] in {"string_pattern_mismatch", "string_too_short", "string_too_long"}:
+        return RejectionReason.BAD_MESSAGE_ID
+    if loc == ("readings",) and error["type"] in {"too_short", "too_long"}:
+        return RejectionReason.BAD_READING_COUNT
+    return RejectionReason.INVALID_MESSAGE
+
+
+def _check_json_text(value: Any) -> str | None:
+    """Why PostgreSQL's jsonb would refuse this value (NUL characters, lone surrogates), or None."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "nested too deeply"
+    if "\\u0000" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired surrogate"
+    return None

@@ -1,0 +1,134 @@
+"""The readings message structure: strict types, no extra fields, id and count rules, bounded metadata."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ingest.message import Message, parse_timestamp, validate_message
+from ingest.rejection import Rejection, RejectionReason
+
+READING = {"type": "heart_rate", "value": 71, "unit": "/min", "measured_at": "2026-11-25T08:00:55+01:00"}
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"message_id": "cuff-0042:000123", "readings": [dict(READING)]}
+    message.update(overrides)
+    return {k: v for k, v in message.items() if v is not ...}
+
+
+def outcome(obj: dict[str, Any], max_meta_bytes: int = 4096) -> Message | Rejection:
+    return validate_message(obj, max_meta_bytes=max_meta_bytes)
+
+
+def refusal(obj: dict[str, Any]) -> RejectionReason:
+    result = outcome(obj)
+    assert isinstance(result, Rejection), result
+    assert result.reading_index is None
+    return result.reason
+
+
+def test_a_valid_message_becomes_a_frozen_dataclass() -> None:
+    result = outcome(body(sent_at="2026-11-25T08:01:02.120+01:00", meta={"firmware": "2.4.1", "seq": 123}))
+    assert isinstance(result, Message)
+    assert result.message_id == "cuff-0042:000123"
+    assert result.readings[0].type == "heart_rate"
+    assert result.readings[0].value == 71
+    assert json.loads(result.metadata) == {
+        "meta": {"firmware": "2.4.1", "seq": 123},
+        "sent_at": "2026-11-25T08:01:02.120000+01:00",
+    }
+    with pytest.raises(AttributeError):
+        result.message_id = "other"  # type: ignore[misc]
+
+
+def test_metadata_is_an_empty_object_without_meta_or_sent_at() -> None:
+    result = outcome(body())
+    assert isinstance(result, Message)
+    assert result.metadata == "{}"
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (body(message_id=...), RejectionReason.INVALID_MESSAGE),
+        (body(readings=...), RejectionReason.INVALID_MESSAGE),
+        (body(extra=1), RejectionReason.INVALID_MESSAGE),
+        (body(message_id=123), RejectionReason.INVALID_MESSAGE),
+        (body(readings={"0": READING}), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{**READING, "value": "71"}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{**READING, "value": True}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{**READING, "value": None}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{**READING, "extra": 1}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{k: v for k, v in READING.items() if k != "unit"}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[{**READING, "measured_at": 1764057655}]), RejectionReason.INVALID_MESSAGE),
+        (body(readings=[[1, 2]]), RejectionReason.INVALID_MESSAGE),
+        (body(sent_at=None), RejectionReason.INVALID_MESSAGE),
+        (body(sent_at="yesterday"), RejectionReason.INVALID_MESSAGE),
+        (body(sent_at="2026-11-25T08:01:02"), RejectionReason.INVALID_MESSAGE),
+        (body(meta=None), RejectionReason.INVALID_MESSAGE),
+        (body(meta=[1]), RejectionReason.INVALID_MESSAGE),
+        (body(meta={"x": "a\x00b"}), RejectionReason.INVALID_MESSAGE),
+        (body(meta={"x": "\ud800"}), RejectionReason.INVALID_MESSAGE),
+        (body(meta={"\x00": 1}), RejectionReason.INVALID_MESSAGE),
+        (body(meta={"blob": "x" * 5000}), RejectionReason.INVALID_MESSAGE),
+        (body(message_id=""), RejectionReason.BAD_MESSAGE_ID),
+        (body(message_id="a" * 65), RejectionReason.BAD_MESSAGE_ID),
+        (body(message_id="has space"), RejectionReason.BAD_MESSAGE_ID),
+        (body(message_id="semi;colon"), RejectionReason.BAD_MESSAGE_ID),
+        (body(message_id="ünï"), RejectionReason.BAD_MESSAGE_ID),
+        (body(readings=[]), RejectionReason.BAD_READING_COUNT),
+        (body(readings=[dict(READING)] * 501), RejectionReason.BAD_READING_COUNT),
+    ],
+)
+def test_message_level_refusals(obj: dict[str, Any], expected: RejectionReason) -> None:
+    assert refusal(obj) is expected
+
+
+def test_a_structural_fault_outranks_a_bad_id() -> None:
+    assert refusal(body(message_id="bad id", extra=True)) is RejectionReason.INVALID_MESSAGE
+
+
+def test_limits_are_inclusive() -> None:
+    assert isinstance(outcome(body(message_id="a" * 64, readings=[dict(READING)] * 500)), Message)
+    meta = {"b": "x" * (4096 - len('{"b":""}'))}
+    assert isinstance(outcome(body(meta=meta)), Message)
+    assert isinstance(outcome(body(meta={"b": "x" * 4096})), Rejection)
+
+
+def test_reading_values_stay_as_sent_for_reading_level_checks() -> None:
+    result = outcome(body(readings=[{**READING, "value": 10**400}, {**READING, "value": float("inf")}]))
+    assert isinstance(result, Message)
+    assert result.readings[0].value == 10**400
+    assert result.readings[1].value == float("inf")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-11-25T08:00:55Z", "2026-11-25T08:00:55.5+01:00", "2026-11-25T08:00:55.123456789-05:30"],
+)
+def test_rfc3339_with_offset_parses(text: str) -> None:
+    parsed = parse_timestamp(text)
+    assert parsed is not None
+    assert parsed.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-25T08:00:55",
+        "2026-11-25 08:00:55Z",
+        "2026-11-25",
+        "20261125T080055Z",
+        "2026-11-25T08:00:60Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-25T08:00:55+24:00",
+        "2026-11-25T08:00:55+0100",
+        "tomorrow",
+        "",
+    ],
+)
+def test_other_timestamps_do_not(text: str) -> None:
+    assert parse_timestamp(text) is None
