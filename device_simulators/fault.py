@@ -294,9 +294,10 @@ def inject(
         if FaultKind.OUT_OF_ORDER in drawn and i < len(stream) and content is None:
             following = stream[i]
             i += 1
-            out.append(replace(following, send_at=env.send_at, fault=FaultKind.OUT_OF_ORDER.value))
+            # The next message overtakes this one, which arrives just after it (a retry from a slow queue).
+            out.append(replace(following, fault=FaultKind.OUT_OF_ORDER.value))
             result.counts[FaultKind.OUT_OF_ORDER] += 1
-            produced = replace(produced, send_at=following.send_at)
+            produced = replace(produced, send_at=following.send_at + timedelta(seconds=1))
         out.append(produced)
         sent.append(produced)
         if FaultKind.DUPLICATE in drawn:
