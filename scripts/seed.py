@@ -29,6 +29,7 @@ from ingest.broker_auth import verify_password
 from ingest.broker_sync import sync_broker
 from ingest.settings import IngestSettings
 from migrations.settings import MigrationSettings
+from scripts import seed_platform
 
 Conn = psycopg.Connection[Any]
 CREDENTIALS = Path("device_credentials.json")
@@ -332,6 +333,7 @@ def seed(conn: Conn, settings: IngestSettings) -> dict[str, int]:
     )
     tmp.replace(CREDENTIALS)
     sync_broker(settings)
+    seed_platform.seed_platform(conn, [spec.slug for spec in ORGS])
     return counts(conn)
 
 
@@ -351,6 +353,7 @@ def counts(conn: Conn) -> dict[str, int]:
         row = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", (seeded_orgs,)).fetchone()
         assert row is not None
         result[table] = int(row[0])
+    result.update(seed_platform.counts(conn, seeded_orgs))
     return result
 
 
