@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from ingest.directory import DeviceRecord
@@ -148,9 +148,10 @@ def _judge_reading(
     value = _as_float(reading.value)
     if isinstance(value, Rejection):
         return Rejection(value.reason, value.detail, index)
-    measured_at = parse_timestamp(reading.measured_at)
-    if measured_at is None:
+    stamped = parse_timestamp(reading.measured_at)
+    if stamped is None:
         return Rejection(RejectionReason.BAD_TIMESTAMP, "measured_at is not RFC 3339 with an offset", index)
+    measured_at = stamped.astimezone(UTC)
     if measured_at > received_at + limits.max_future:
         return Rejection(RejectionReason.FUTURE_TIMESTAMP, f"measured_at is {measured_at - received_at} ahead", index)
     if measured_at < received_at - limits.max_age:
