@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed test lint typecheck pytest demo
+.PHONY: help install services services-down status migrate migrate-status seed test lint typecheck pytest demo bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,3 +43,6 @@ test: services migrate lint typecheck pytest  ## start services, migrate, lint, 
 
 demo: services seed  ## services, migrations, seed data and a check of the pipeline
 	$(PY) -m scripts.seed --check
+
+bench: services migrate  ## benchmarks in a throw-away sandbox (fresh database, private broker): docs/benchmarks.md + plots
+	$(PY) -m scripts.bench.run

@@ -223,15 +223,21 @@ def _late_batch(serial: str, backlog: Sequence[Envelope], upload_at: datetime, s
 
 
 def inject(
-    stream: Sequence[Envelope], plan: FaultPlan, *, seed: int = 0, foreign_serial: str | None = None
+    stream: Sequence[Envelope],
+    plan: FaultPlan,
+    *,
+    seed: int = 0,
+    foreign_serial: str | None = None,
+    key: str | None = None,
 ) -> Injection:
     """Applies the plan to one device's clean stream (ordered by send time) and counts what it produced.
 
     Each message draws each fault independently, in the order of FaultKind; a message takes at most one of the
     faults that change its content (the first drawn). `foreign_serial` is the device whose topic a
-    foreign-topic fault publishes on (no such fault without one).
+    foreign-topic fault publishes on (no such fault without one). The random draws depend on the seed and
+    `key` (default: the device's serial, so each device of a fleet gets its own faults).
     """
-    rng = random.Random(f"faults:{seed}:{stream[0].serial if stream else ''}")
+    rng = random.Random(f"faults:{seed}:{key if key is not None else (stream[0].serial if stream else '')}")
     result = Injection(envelopes=[])
     out = result.envelopes
     malformations = list(Malformation)

@@ -250,6 +250,7 @@ async def run_fleet(
         "acked_per_s": run.tally.acked / publish_s if publish_s > 0 else 0.0,
         "reason_codes": {f"0x{code:02x}": n for code, n in sorted(run.tally.reasons.items())},
         "ack_latency_ms": run.tally.latency_ms(),
+        "ack_latency_sample_s": run.tally.latency_sample(1000),
         "last_seq": {d.serial: run.seqs[d.index] for d in devices},
     }
     if progress is not None:

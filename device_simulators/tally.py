@@ -41,6 +41,11 @@ class Tally:
     def not_authorized(self) -> int:
         return self.reasons[NOT_AUTHORIZED]
 
+    def latency_sample(self, size: int) -> list[float]:
+        """Up to `size` latencies (seconds), evenly strided over the run, for plotting a distribution."""
+        step = max(1, len(self.latencies) // size)
+        return [round(v, 6) for v in self.latencies[::step]]
+
     def latency_ms(self) -> dict[str, float]:
         values = sorted(self.latencies)
         return {f"p{q:g}": round(percentile(values, q) * 1000, 3) for q in (50, 90, 99, 99.9, 100)}
