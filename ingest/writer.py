@@ -193,6 +193,20 @@ class Writer:
             outcomes.append(MessageOutcome(verdict, stored[i], duplicates, tuple(refused[i])))
         return Written(tuple(outcomes), tuple(event_of(r, self.units) for r in stored_rows), outbox_id)
 
+    async def refuse(self, conn: asyncpg.Connection, envelope: Envelope, rejection: Rejection) -> Written:
+        """Stores a refusal of the whole message, decided outside the judge (e.g. PostgreSQL refused its data)."""
+        parsed = parse_envelope(envelope, self.limits)
+        serial = None if isinstance(parsed, Rejection) else parsed.serial
+        message_id = None if isinstance(parsed, Rejection) else parsed.message.message_id
+        verdict = Verdict(envelope, serial, None, message_id, (), (rejection,))
+        try:
+            await conn.execute(
+                _REJECTIONS, *_columns([_rejection_row(verdict, rejection, self.limits.max_payload_bytes)], 11)
+            )
+        except BaseException as exc:
+            raise as_ingest_error(exc) from exc
+        return Written((MessageOutcome(verdict, 0, 0, (rejection,)),), (), None)
+
 
 async def touch_devices(conn: asyncpg.Connection, seen: dict[UUID, datetime]) -> None:
     """Moves devices' last_seen_at forward (ids sorted, so concurrent writers lock rows in one order)."""

@@ -1,0 +1,100 @@
+"""Prometheus metrics of the ingest service (one registry per service instance, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ingest.rejection import RejectionReason
+from ingest.writer import Written
+
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400, 604800)
+
+
+class Metrics:
+    """Counters end in `_total`, histograms carry their unit in the name."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "ingest_messages_received_total", "MQTT messages received, by topic kind", ["kind"], registry=r
+        )
+        self.messages_accepted = Counter(
+            "ingest_messages_accepted_total", "Messages not refused as a whole (readings may be refused)", registry=r
+        )
+        self.messages_refused = Counter(
+            "ingest_messages_refused_total", "Messages refused as a whole, by reason", ["reason"], registry=r
+        )
+        self.readings_refused = Counter(
+            "ingest_readings_refused_total", "Readings refused, by reason", ["reason"], registry=r
+        )
+        self.readings_written = Counter("ingest_readings_written_total", "Readings committed", registry=r)
+        self.readings_duplicate = Counter(
+            "ingest_readings_duplicate_total",
+            "Readings that repeated a stored identity with the same value",
+            registry=r,
+        )
+        self.readings_conflicting = Counter(
+            "ingest_readings_conflicting_total",
+            "Readings that repeated a stored identity with another value",
+            registry=r,
+        )
+        self.acks = Counter("ingest_acks_total", "PUBACKs released after commit", registry=r)
+        self.batch_size = Histogram(
+            "ingest_batch_size_messages", "Messages per written batch", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.flush_duration = Histogram(
+            "ingest_flush_duration_seconds",
+            "Judge + write + commit time per batch",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.lag = Histogram(
+            "ingest_lag_seconds", "received_at - measured_at of committed readings", buckets=_LAG_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("ingest_queue_depth_messages", "Messages received and not yet written", registry=r)
+        self.inflight = Gauge("ingest_inflight_messages", "Messages received and not yet acknowledged", registry=r)
+        self.db_errors = Counter(
+            "ingest_db_errors_total", "Database failures, by kind (retriable or refused)", ["kind"], registry=r
+        )
+        self.outbox_backlog = Gauge("ingest_outbox_backlog_rows", "Outbox rows not yet handed off", registry=r)
+        self.handoff_events = Counter(
+            "ingest_handoff_events_total", "Committed readings handed to the processors", ["path"], registry=r
+        )
+        self.handoff_failures = Counter("ingest_handoff_failures_total", "Failed hand-off attempts", registry=r)
+        self.handoff_deferred = Counter(
+            "ingest_handoff_deferred_total",
+            "Batches left to the outbox scan because the relay queue was full",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge("ingest_mqtt_connected", "1 while connected to the broker", registry=r)
+        self.mqtt_reconnects = Counter("ingest_mqtt_reconnects_total", "Reconnection attempts", registry=r)
+        self.status_updates = Counter("ingest_status_updates_total", "Device status messages applied", registry=r)
+        self.partitions_created = Counter(
+            "ingest_partitions_created_total", "vital_readings partitions created", registry=r
+        )
+        for reason in RejectionReason:
+            (self.messages_refused if reason.refuses_message else self.readings_refused).labels(reason.value)
+
+    def record(self, written: Written, flush_seconds: float) -> None:
+        """Counts a committed batch."""
+        self.batch_size.observe(len(written.outcomes))
+        self.flush_duration.observe(flush_seconds)
+        self.readings_written.inc(written.stored)
+        for outcome in written.outcomes:
+            message_refused = False
+            for rejection in outcome.refused:
+                if rejection.reading_index is None:
+                    message_refused = True
+                    self.messages_refused.labels(rejection.reason.value).inc()
+                else:
+                    self.readings_refused.labels(rejection.reason.value).inc()
+                    if rejection.reason is RejectionReason.CONFLICTING_DUPLICATE:
+                        self.readings_conflicting.inc()
+            if not message_refused:
+                self.messages_accepted.inc()
+            self.readings_duplicate.inc(outcome.duplicates)
+        for event in written.events:
+            self.lag.observe(max(0.0, (event.received_at - event.measured_at).total_seconds()))

@@ -1,0 +1,238 @@
+"""Received messages -> batches -> writers -> acknowledgements, with bounded queues end to end.
+
+A message's `submit` returns True once its readings are committed or its refusal is stored (the MQTT handler
+then sends PUBACK), or False when the service stops before that (no PUBACK: the broker redelivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from ingest.admission import Envelope
+from ingest.batching import BatchPolicy
+from ingest.clock import Monotonic
+from ingest.database import connect
+from ingest.errors import BatchRefusedError, IngestError
+from ingest.metrics import Metrics
+from ingest.rejection import Rejection, RejectionReason
+from ingest.relay import Handoff, Relay
+from ingest.settings import IngestSettings
+from ingest.writer import Writer, Written, touch_devices
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A received message waiting for its fate; `done` resolves True (acknowledge) or False (do not)."""
+
+    envelope: Envelope
+    done: asyncio.Future[bool]
+
+
+class Lifecycle:
+    """Shared shutdown state: `stop` (stop taking messages), `drained` (writers finished) and the grace deadline."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.stop = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.grace_s = grace_s
+        self._deadline: float | None = None
+
+    def request_stop(self) -> None:
+        if not self.stop.is_set():
+            self._deadline = asyncio.get_running_loop().time() + self.grace_s
+            self.stop.set()
+
+    def deadline(self) -> float | None:
+        """The loop time by which shutdown must be complete; None while running."""
+        return self._deadline
+
+    def past_deadline(self) -> bool:
+        return self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        writer: Writer,
+        relay: Relay | None,
+        metrics: Metrics,
+        lifecycle: Lifecycle,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._writer = writer
+        self._relay = relay
+        self._metrics = metrics
+        self._life = lifecycle
+        self._monotonic = monotonic
+        self._policy: BatchPolicy = settings.batch_policy
+        self._inbound: asyncio.Queue[Delivery] = asyncio.Queue(settings.ingest_queue_max)
+        # At most one batch waiting per writer: beyond that the collector waits and the inbound queue fills.
+        self._batches: asyncio.Queue[list[Delivery] | None] = asyncio.Queue(settings.ingest_writers)
+        self._seen_written: dict[UUID, float] = {}
+        self._pending: set[asyncio.Future[bool]] = set()
+        self.database_ok = False
+
+    @property
+    def depth(self) -> int:
+        return self._inbound.qsize()
+
+    async def submit(self, envelope: Envelope) -> bool:
+        """Queues a message (waiting while the queue is full) and returns whether it became durable."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.add(done)
+        try:
+            await self._inbound.put(Delivery(envelope, done))
+            self._metrics.queue_depth.set(self._inbound.qsize())
+            return await done
+        finally:
+            self._pending.discard(done)
+
+    async def run_collector(self) -> None:
+        """Cuts the inbound stream into batches by size or age; after stop, flushes what was received."""
+        batch: list[Delivery] = []
+        first_at: float | None = None
+        try:
+            while True:
+                if self._life.stop.is_set() and self._inbound.empty():
+                    break
+                timeout = 0.2 if first_at is None else max(0.0, self._policy.deadline(first_at) - self._monotonic())
+                try:
+                    item = await asyncio.wait_for(self._inbound.get(), timeout)
+                except TimeoutError:
+                    item = None
+                if item is not None:
+                    batch.append(item)
+                    first_at = first_at if first_at is not None else self._monotonic()
+                    while not self._policy.is_full(len(batch)) and not self._inbound.empty():
+                        batch.append(self._inbound.get_nowait())
+                self._metrics.queue_depth.set(self._inbound.qsize())
+                if self._policy.is_due(len(batch), first_at, self._monotonic()):
+                    await self._batches.put(batch)
+                    batch, first_at = [], None
+            if batch:
+                await self._batches.put(batch)
+        finally:
+            for _ in range(self._settings.ingest_writers):
+                await self._batches.put(None)
+
+    async def run_writer(self) -> None:
+        """Writes batches until the collector is done; holds its own connection (reconnecting with backoff)."""
+        conn: asyncpg.Connection | None = None
+        try:
+            while (batch := await self._batches.get()) is not None:
+                try:
+                    conn = await self._write_batch(conn, batch)
+                finally:
+                    for delivery in batch:
+                        if not delivery.done.done():
+                            delivery.done.set_result(False)
+        finally:
+            if conn is not None:
+                conn.terminate()
+
+    async def _write_batch(self, conn: asyncpg.Connection | None, batch: list[Delivery]) -> asyncpg.Connection | None:
+        delay = 0.05
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await connect(self._settings, staging=True)
+                started = time.perf_counter()
+                written = await self._writer.write(conn, [d.envelope for d in batch])
+                self._committed(batch, written, time.perf_counter() - started)
+                await self._touch(conn, written)
+                return conn
+            except BatchRefusedError as exc:
+                self._metrics.db_errors.labels("refused").inc()
+                logger.error("database refused a batch of %d messages: %s", len(batch), exc)
+                return await self._isolate(conn, batch, exc)
+            except IngestError as exc:
+                if not exc.retriable:
+                    raise
+                self.database_ok = False
+                self._metrics.db_errors.labels("retriable").inc()
+                logger.warning("write failed, retrying in %.2fs: %s", delay, exc)
+                if conn is not None:
+                    conn.terminate()
+                    conn = None
+            deadline = self._life.deadline()
+            if deadline is not None and asyncio.get_running_loop().time() + delay > deadline:
+                logger.warning("shutdown deadline: %d messages left unacknowledged for redelivery", len(batch))
+                return conn
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._settings.ingest_db_retry_max_s)
+
+    async def _isolate(
+        self, conn: asyncpg.Connection | None, batch: list[Delivery], error: BatchRefusedError
+    ) -> asyncpg.Connection | None:
+        """Finds the message(s) PostgreSQL refuses by halving the batch, so one poison message blocks nothing."""
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            for half in (batch[:middle], batch[middle:]):
+                conn = await self._write_batch(conn, half)
+            return conn
+        (delivery,) = batch
+        if conn is None:
+            return None
+        refusal = Rejection(RejectionReason.INVALID_MESSAGE, f"storage refused: {error}")
+        try:
+            written = await self._writer.refuse(conn, delivery.envelope, refusal)
+        except IngestError as exc:
+            logger.error("cannot store a refusal either; the message stays unacknowledged: %s", exc)
+            return conn
+        self._committed(batch, written, 0.0)
+        return conn
+
+    def _committed(self, batch: list[Delivery], written: Written, seconds: float) -> None:
+        self.database_ok = True
+        for delivery in batch:
+            if not delivery.done.done():
+                delivery.done.set_result(True)
+        self._metrics.acks.inc(len(batch))
+        self._metrics.record(written, seconds)
+        if written.outbox_id is not None and self._relay is not None:
+            self._relay.offer(Handoff(written.outbox_id, written.events))
+
+    async def _touch(self, conn: asyncpg.Connection, written: Written) -> None:
+        now = self._monotonic()
+        interval = self._settings.ingest_last_seen_interval_s
+        due: dict[UUID, datetime] = {}
+        for outcome in written.outcomes:
+            device = outcome.verdict.device
+            if device is None or outcome.stored == 0:
+                continue
+            if now - self._seen_written.get(device.id, -interval - 1) >= interval:
+                due[device.id] = outcome.verdict.envelope.received_at
+        if not due:
+            return
+        try:
+            await touch_devices(conn, due)
+        except IngestError as exc:
+            logger.warning("last_seen_at update skipped: %s", exc)
+            return
+        for device_id in due:
+            self._seen_written[device_id] = now
+        if len(self._seen_written) > 1_000_000:
+            self._seen_written.clear()
+
+    def abandon(self) -> int:
+        """Resolves every message not yet written as not durable (once the writers are done or out of time)."""
+        while not self._inbound.empty():
+            self._inbound.get_nowait()
+        count = 0
+        for done in list(self._pending):
+            if not done.done():
+                done.set_result(False)
+                count += 1
+        return count

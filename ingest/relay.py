@@ -1,0 +1,192 @@
+"""The hand-off to processors: delivers committed readings to a Sink, then deletes their outbox rows.
+
+Live path: the writer offers each committed batch (non-blocking). Recovery path: a periodic scan delivers outbox
+rows older than a lease (left by a crash, or by a full live queue), locking them with SKIP LOCKED so several
+ingest processes share the work. Delivery is at least once; processors' outputs are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import asyncpg
+
+from ingest.database import as_ingest_error, connect
+from ingest.event import ReadingEvent
+from ingest.metrics import Metrics
+from ingest.settings import IngestSettings
+from ingest.units import UnitRegistry
+
+logger = logging.getLogger(__name__)
+
+_MAX_EVENTS_PER_DELIVERY = 5_000
+_SCAN = """
+SELECT id, device_ids, vital_type_ids, measured_ats FROM ingest_outbox
+ WHERE created_at < now() - make_interval(secs => $1)
+ ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+_READINGS = """
+SELECT v.id, v.organization_id, v.patient_id, v.device_id, v.vital_type_id, v.value, v.measured_at, v.received_at
+  FROM unnest($1::uuid[], $2::smallint[], $3::timestamptz[]) AS k(device_id, vital_type_id, measured_at)
+  JOIN vital_readings v USING (device_id, vital_type_id, measured_at)
+"""
+
+
+class Sink(Protocol):
+    """Where committed readings go: the inline processors, or a Kafka topic. Raises when delivery failed."""
+
+    async def deliver(self, events: Sequence[ReadingEvent]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    outbox_id: int
+    events: tuple[ReadingEvent, ...]
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        sink: Sink,
+        units: Callable[[], UnitRegistry],
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._units = units
+        self._metrics = metrics
+        self._queue: asyncio.Queue[Handoff] = asyncio.Queue(settings.ingest_relay_queue_max)
+        self._conn: asyncpg.Connection | None = None
+
+    def offer(self, handoff: Handoff) -> bool:
+        """Queues a committed batch for live delivery; False when the queue is full (the outbox keeps it)."""
+        try:
+            self._queue.put_nowait(handoff)
+        except asyncio.QueueFull:
+            self._metrics.handoff_deferred.inc()
+            return False
+        return True
+
+    async def run_live(self, stop: asyncio.Event, deadline: Callable[[], float | None]) -> None:
+        """Delivers offered batches until `stop` is set and the queue is drained (or the deadline passed)."""
+        while True:
+            if stop.is_set() and self._queue.empty():
+                return
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=0.2)
+            except TimeoutError:
+                continue
+            batch = [first]
+            count = len(first.events)
+            while count < _MAX_EVENTS_PER_DELIVERY and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                count += len(batch[-1].events)
+            events = [e for h in batch for e in h.events]
+            if not await self._with_retry(partial(self._sink.deliver, events), deadline):
+                return
+            self._metrics.handoff_events.labels("live").inc(len(events))
+            await self._with_retry(partial(self._delete, [h.outbox_id for h in batch]), deadline)
+
+    async def run_recovery(self, stop: asyncio.Event) -> None:
+        """Periodically delivers outbox rows older than the lease, and reports the backlog."""
+        while not stop.is_set():
+            try:
+                while not stop.is_set() and await self.recover_once() > 0:
+                    pass
+                await self._report_backlog()
+            except Exception as exc:  # a failed scan is retried at the next interval
+                error = as_ingest_error(exc)
+                self._metrics.handoff_failures.inc()
+                logger.warning("outbox scan failed: %s", error)
+                await self._drop_connection()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._settings.ingest_relay_scan_interval_s)
+
+    async def recover_once(self, limit: int = 50) -> int:
+        """Delivers and deletes one page of expired outbox rows; returns how many rows it handled."""
+        conn = await self._connection()
+        units = self._units()
+        async with conn.transaction():
+            rows = await conn.fetch(_SCAN, self._settings.ingest_relay_lease_s, limit)
+            if not rows:
+                return 0
+            events: list[ReadingEvent] = []
+            for row in rows:
+                for r in await conn.fetch(_READINGS, row["device_ids"], row["vital_type_ids"], row["measured_ats"]):
+                    vital = units.by_id[r["vital_type_id"]]
+                    events.append(
+                        ReadingEvent(
+                            reading_id=r["id"],
+                            organization_id=r["organization_id"],
+                            patient_id=r["patient_id"],
+                            device_id=r["device_id"],
+                            vital_type=vital.code,
+                            vital_type_id=vital.id,
+                            value=r["value"],
+                            unit=vital.canonical_unit,
+                            measured_at=r["measured_at"],
+                            received_at=r["received_at"],
+                        )
+                    )
+            try:
+                await self._sink.deliver(events)
+            except Exception:
+                self._metrics.handoff_failures.inc()
+                raise
+            await conn.execute("DELETE FROM ingest_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        self._metrics.handoff_events.labels("recovery").inc(len(events))
+        logger.info("outbox recovery delivered %d readings from %d rows", len(events), len(rows))
+        return len(rows)
+
+    async def close(self) -> None:
+        await self._drop_connection()
+
+    async def _report_backlog(self) -> None:
+        conn = await self._connection()
+        self._metrics.outbox_backlog.set(await conn.fetchval("SELECT count(*) FROM ingest_outbox"))
+
+    async def _delete(self, ids: list[int]) -> None:
+        conn = await self._connection()
+        try:
+            await conn.execute("DELETE FROM ingest_outbox WHERE id = ANY($1::bigint[])", ids)
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _with_retry(self, attempt: Callable[[], Awaitable[None]], deadline: Callable[[], float | None]) -> bool:
+        """Runs `attempt` until it succeeds (True) or the shutdown deadline passes (False)."""
+        delay = 0.1
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await attempt()
+                return True
+            except Exception as exc:
+                self._metrics.handoff_failures.inc()
+                logger.warning("hand-off failed, retrying in %.1fs: %s", delay, as_ingest_error(exc))
+            end = deadline()
+            if end is not None and loop.time() + delay > end:
+                return False
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self._settings.ingest_relay_retry_max_s)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await connect(self._settings)
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except Exception:
+                conn.terminate()
