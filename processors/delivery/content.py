@@ -26,7 +26,7 @@ _KIND = {
     "system": "system notice",
 }
 # Payload keys that are opaque identifiers or closed-set labels, never values: safe to forward.
-_FORWARDED_KEYS = ("alert_id", "escalation_level", "kind", "severity", "retrospective")
+_FORWARDED_KEYS = ("alert_id", "change", "escalation_level", "severity", "retrospective")
 
 
 def _kind(notification: Notification) -> str:

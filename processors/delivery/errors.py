@@ -20,8 +20,9 @@ class ChannelError(DeliveryError):
 
     retriable: ClassVar[bool] = True
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", response_code: int | None = None) -> None:
         self.reason = reason
+        self.response_code = response_code
         super().__init__(f"{reason}: {detail}"[:300] if detail else reason)
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from processors.delivery.notification import Channel
+from processors.delivery.timing import Monotonic
 
 __all__ = ["Rate", "RateLimits", "TokenBucket"]
 
-Monotonic = Callable[[], float]
 _EPSILON = 1e-9
 
 

@@ -7,7 +7,7 @@ from uuid import uuid4
 from processors.delivery.content import email_content, push_content, webhook_body
 from processors.delivery.notification import Channel, Notification, Priority
 
-PHI = ("Jane", "Doe", "MRN-4471", "86", "SpO2 86 %", "1950-05-17")
+PHI = ("Jane", "Doe", "MRN-4471", "86.4", "SpO2", "1950-05-17", "value")
 
 
 def notification(priority: Priority = Priority.CRITICAL, **payload: object) -> Notification:
@@ -19,10 +19,10 @@ def notification(priority: Priority = Priority.CRITICAL, **payload: object) -> N
         type="vital_alert",
         priority=priority,
         channel=Channel.IN_APP,
-        title="Jane Doe MRN-4471: SpO2 86 %",
+        title="Jane Doe MRN-4471: SpO2 86.4 %",
         idempotency_key="alert:1:opened",
         created_at=datetime(2026, 1, 1, tzinfo=UTC),
-        payload={"value": 86, "unit": "%", "patient_name": "Jane Doe", "dob": "1950-05-17", **payload},
+        payload={"value": 86.4, "unit": "%", "patient_name": "Jane Doe", "dob": "1950-05-17", **payload},
     )
 
 

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from processors.delivery.dispatcher import DispatchConfig, Dispatcher
+from processors.delivery.in_app import InAppSender
+from processors.delivery.mail import EmailSender
+from processors.delivery.metrics import DeliveryMetrics
+from processors.delivery.notification import Channel
+from processors.delivery.push import PushSender
+from processors.delivery.rate_limit import Rate, RateLimits
+from processors.delivery.retry import RetryPolicy
+from processors.delivery.sender import Sender
+from processors.delivery.store import DeliveryStore
+from processors.delivery.webhook import WebhookSender
+from tests import factories
+from tests.delivery.receivers import HttpReceiver, Inbox
+from tests.roles import RoleSettings
+
+Conn = psycopg.Connection[Any]
+START = datetime(2026, 1, 11, 15, 0, tzinfo=UTC)
+RETRY = RetryPolicy(base=timedelta(seconds=10), cap=timedelta(minutes=5), max_attempts=4)
+CONFIG = DispatchConfig(batch_size=50, lease=timedelta(seconds=30))
+
+
+class FakeClock:
+    """Wall and monotonic time that only move when a test says so."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+        self.mono = 1000.0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+        self.mono += delta.total_seconds()
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(timedelta(seconds=seconds))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[asyncpg.Pool]:
+    """A pool as the processors' role, the role the dispatcher runs as."""
+    p = await asyncpg.create_pool(RoleSettings().url("processor"), min_size=1, max_size=4)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def secret() -> str:
+    return secrets.token_hex(24)
+
+
+@pytest.fixture
+async def receiver(clock: FakeClock, secret: str) -> AsyncIterator[HttpReceiver]:
+    r = HttpReceiver(secret.encode(), clock)
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    i = Inbox()
+    await i.start()
+    try:
+        yield i
+    finally:
+        await i.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+@pytest.fixture
+def metrics() -> DeliveryMetrics:
+    return DeliveryMetrics()
+
+
+@pytest.fixture
+def make_dispatcher(
+    pool: asyncpg.Pool,
+    org: factories.Organization,
+    clock: FakeClock,
+    receiver: HttpReceiver,
+    inbox: Inbox,
+    http: aiohttp.ClientSession,
+    metrics: DeliveryMetrics,
+) -> MakeDispatcher:
+    """Dispatchers over this test's organization only, with real webhook, SMTP and push receivers."""
+
+    def make(
+        *,
+        retry: RetryPolicy = RETRY,
+        rates: dict[Channel, Rate] | None = None,
+        config: DispatchConfig = CONFIG,
+    ) -> Dispatcher:
+        senders: dict[Channel, Sender] = {
+            Channel.IN_APP: InAppSender(),
+            Channel.WEBHOOK: WebhookSender(http, clock, timeout_s=5),
+            Channel.EMAIL: EmailSender(
+                "127.0.0.1", inbox.port, "alerts@rpm.example.test", "https://rpm.example.test", timeout_s=5
+            ),
+            Channel.PUSH: PushSender(http, receiver.url, timeout_s=5),
+        }
+        return Dispatcher(
+            DeliveryStore(pool, frozenset({org.id})),
+            senders,
+            retry=retry,
+            limits=RateLimits(rates or {}, clock.monotonic),
+            metrics=metrics,
+            clock=clock,
+            monotonic=clock.monotonic,
+            config=config,
+            rng=random.Random(42),
+            sleep=clock.sleep,
+        )
+
+    return make
+
+
+def add_webhook(db: Conn, org_id: UUID, url: str, secret: str, **columns: Any) -> UUID:
+    names = ["organization_id", "name", "url", "secret", *columns]
+    values = [org_id, "pager", url, secret, *columns.values()]
+    row = db.execute(
+        f"INSERT INTO webhook_endpoints ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+        values,
+    ).fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+def set_preferences(
+    db: Conn,
+    org_id: UUID,
+    user_id: UUID,
+    channels: list[str],
+    quiet: tuple[str, str] | None = None,
+    tz: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO recipient_preferences (user_id, organization_id, channels, quiet_start, quiet_end, timezone)"
+        " VALUES (%s, %s, %s::notification_channel[], %s, %s, %s)",
+        (user_id, org_id, channels, quiet[0] if quiet else None, quiet[1] if quiet else None, tz),
+    )
+
+
+def add_notification(
+    db: Conn,
+    patient: factories.Patient,
+    recipient: UUID,
+    *,
+    priority: str = "critical",
+    type_: str = "vital_alert",
+    scheduled_for: datetime = START,
+    payload: dict[str, Any] | None = None,
+) -> tuple[UUID, str]:
+    """A notification as the processors write it (in-app, with an idempotency key); returns (id, key)."""
+    key = f"{type_}:{factories.unique('test')}:{recipient}"
+    row = db.execute(
+        "INSERT INTO notifications (organization_id, recipient_user_id, patient_id, type, priority, title, body,"
+        " payload, idempotency_key, scheduled_for) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            patient.organization_id,
+            recipient,
+            patient.id,
+            type_,
+            priority,
+            "Critical: spo2 low",
+            "Opened: 86.4 % (limit 88 %), rule threshold.",
+            Jsonb(payload or {"value": 86.4, "unit": "%", "severity": "critical"}),
+            key,
+            scheduled_for,
+        ),
+    ).fetchone()
+    assert row is not None
+    return UUID(str(row[0])), key
+
+
+@pytest.fixture
+def care_team(
+    db: Conn, org: factories.Organization
+) -> Iterator[tuple[factories.Patient, dict[str, factories.Provider]]]:
+    """A patient with a nurse, a primary physician and a care manager."""
+    patient = factories.create_patient(db, org.id)
+    factories.create_care_plan(db, patient)
+    team = {
+        "nurse": factories.create_provider(db, org.id, provider_type="nurse"),
+        "primary_physician": factories.create_provider(db, org.id, provider_type="physician"),
+        "care_manager": factories.create_provider(db, org.id, provider_type="care_manager"),
+    }
+    for role, provider in team.items():
+        factories.add_to_care_team(db, patient, provider, role=role, is_primary=role == "primary_physician")
+    yield patient, team
