@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed test lint typecheck pytest demo bench
+.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare test lint typecheck pytest demo bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ migrate-status: install  ## list applied and pending migrations
 
 seed: migrate  ## load realistic demo data (idempotent) and provision the seeded fleet
 	$(PY) -m scripts.seed
+
+db-test: install  ## check the live database: roles, settings, objects, partitions, seed, audit log, privileges
+	$(PY) -m scripts.db_test
+
+db-compare: install  ## diff the live database's schema against a scratch database migrated from migrations/
+	$(PY) -m scripts.db_compare
 
 lint: install  ## ruff
 	.venv/bin/ruff check .
