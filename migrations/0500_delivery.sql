@@ -131,5 +131,13 @@ GRANT SELECT, INSERT ON delivery_attempts TO {{processor}};
 GRANT SELECT (email) ON users TO {{processor}};
 GRANT SELECT (id, timezone) ON organizations TO {{processor}};
 
--- Row-level security (migration 0400) on the new tenant-owned tables, and the processors' new read of organizations.
-SELECT enable_tenant_isolation_everywhere();
+-- Row-level security (migration 0400) on the new tenant-owned tables and the processors' new read of
+-- organizations. On a fresh database 0400 has run and this covers them; on a database where 0400 is not applied
+-- yet, 0400's own enable_tenant_isolation_everywhere() will.
+DO $$
+BEGIN
+    IF to_regproc('enable_tenant_isolation_everywhere') IS NOT NULL THEN
+        PERFORM enable_tenant_isolation_everywhere();
+    END IF;
+END
+$$;
