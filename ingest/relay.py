@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 _MAX_EVENTS_PER_DELIVERY = 5_000
 _SCAN = """
 SELECT id, device_ids, vital_type_ids, measured_ats FROM ingest_outbox
- WHERE created_at < now() - make_interval(secs => $1)
- ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+ WHERE destination = $1 AND created_at < now() - make_interval(secs => $2)
+ ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
 """
 _READINGS = """
 SELECT v.id, v.organization_id, v.patient_id, v.device_id, v.vital_type_id, v.value, v.measured_at, v.received_at
@@ -56,10 +56,12 @@ class Relay:
         self,
         settings: IngestSettings,
         sink: Sink,
+        destination: str,
         units: Callable[[], UnitRegistry],
         metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._destination = destination
         self._sink = sink
         self._units = units
         self._metrics = metrics
@@ -115,7 +117,7 @@ class Relay:
         conn = await self._connection()
         units = self._units()
         async with conn.transaction():
-            rows = await conn.fetch(_SCAN, self._settings.ingest_relay_lease_s, limit)
+            rows = await conn.fetch(_SCAN, self._destination, self._settings.ingest_relay_lease_s, limit)
             if not rows:
                 return 0
             events: list[ReadingEvent] = []
@@ -151,7 +153,8 @@ class Relay:
 
     async def _report_backlog(self) -> None:
         conn = await self._connection()
-        self._metrics.outbox_backlog.set(await conn.fetchval("SELECT count(*) FROM ingest_outbox"))
+        backlog = await conn.fetchval("SELECT count(*) FROM ingest_outbox WHERE destination = $1", self._destination)
+        self._metrics.outbox_backlog.set(backlog)
 
     async def _delete(self, ids: list[int]) -> None:
         conn = await self._connection()

@@ -21,7 +21,7 @@ from ingest.metrics import Metrics
 from ingest.pipeline import Lifecycle, Pipeline
 from ingest.relay import Relay, Sink
 from ingest.settings import IngestSettings
-from ingest.sinks import KafkaSink
+from ingest.sinks import DiscardSink, KafkaSink
 from ingest.status import StatusTracker
 from ingest.subscriber import Subscriber
 from ingest.units import UnitRegistry
@@ -61,10 +61,13 @@ async def serve(
     if units is None:
         return
     transport = transport if transport is not None else await build_transport(settings)
-    writer = Writer(units, settings.limits, RecentIdentities(settings.ingest_recent_identities))
-    relay = Relay(settings, transport.sink, lambda: writer.units, metrics) if transport.sink is not None else None
+    destination = settings.outbox_destination if transport.sink is not None else None
+    writer = Writer(units, settings.limits, RecentIdentities(settings.ingest_recent_identities), destination)
+    relay = None
+    if transport.sink is not None and destination is not None:
+        relay = Relay(settings, transport.sink, destination, lambda: writer.units, metrics)
     pipeline = Pipeline(settings, writer, relay, metrics, life)
-    status = StatusTracker(settings, metrics, life) if settings.ingest_mqtt_status_filter else None
+    status = StatusTracker(settings, metrics, life) if settings.ingest_mqtt_status_filters else None
     subscriber = Subscriber(settings, pipeline, status, metrics, life, clock)
 
     def ready() -> tuple[bool, str]:
@@ -180,6 +183,8 @@ async def build_transport(settings: IngestSettings) -> Transport:
     """The sink named by PROCESSOR_TRANSPORT."""
     if settings.processor_transport == "none":
         return Transport(None)
+    if settings.processor_transport == "discard":
+        return Transport(DiscardSink())
     if settings.processor_transport == "kafka":
         sink = KafkaSink(settings.kafka_bootstrap_servers, settings.kafka_readings_topic)
         return Transport(sink, cleanups=[sink.stop])

@@ -44,9 +44,9 @@ class IngestSettings(BaseSettings):
     mqtt_reload_timeout_s: float = Field(default=5.0, gt=0)
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
-    # Where committed readings go: the inline processors in this process, Kafka (for the Faust processors), or
-    # nowhere but the outbox (`none`: the readings stay queued there until a relay with a sink runs).
-    processor_transport: Literal["inline", "kafka", "none"] = "inline"
+    # Where committed readings go: the inline processors in this process, or Kafka (for the Faust processors).
+    # `none`: no processors (no outbox rows); `discard`: the full hand-off path, events dropped (benchmarks).
+    processor_transport: Literal["inline", "kafka", "none", "discard"] = "inline"
 
     # --- MQTT subscription -------------------------------------------------------------------------------------
     # A persistent MQTT 5 session: fixed client id (unique per ingest process), clean start off, session expiry > 0,
@@ -57,9 +57,10 @@ class IngestSettings(BaseSettings):
     ingest_mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
     # Processes in the same share group split the readings ($share/<group>/...); empty: a plain subscription.
     ingest_mqtt_share_group: str = "ingest"
-    ingest_mqtt_readings_filter: str = "devices/+/readings"
+    # Topic filters (JSON lists in the environment); narrower filters let tests own their devices' topics.
+    ingest_mqtt_readings_filters: tuple[str, ...] = ("devices/+/readings",)
     # Empty: do not follow device status topics.
-    ingest_mqtt_status_filter: str = "devices/+/status"
+    ingest_mqtt_status_filters: tuple[str, ...] = ("devices/+/status",)
     ingest_mqtt_keepalive_s: int = Field(default=30, ge=5)
     ingest_reconnect_initial_s: float = Field(default=0.5, gt=0)
     ingest_reconnect_max_s: float = Field(default=30.0, gt=0)
@@ -114,6 +115,15 @@ class IngestSettings(BaseSettings):
     @property
     def batch_policy(self) -> BatchPolicy:
         return BatchPolicy(self.ingest_batch_max_size, self.ingest_batch_max_age_s)
+
+    @property
+    def outbox_destination(self) -> str | None:
+        """The outbox destination this deployment writes and relays ('kafka:<topic>', 'inline', 'discard')."""
+        if self.processor_transport == "none":
+            return None
+        if self.processor_transport == "kafka":
+            return f"kafka:{self.kafka_readings_topic}"
+        return self.processor_transport
 
     def admin_dsn(self) -> str:
         return _dsn(self.postgres_admin_user, self.postgres_admin_password, self)

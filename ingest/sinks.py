@@ -56,6 +56,13 @@ class KafkaSink:
             raise SinkUnavailableError(f"Kafka delivery failed: {exc}") from exc
 
 
+class DiscardSink:
+    """Accepts and drops events: the whole hand-off path without processors (for benchmarks)."""
+
+    async def deliver(self, events: Sequence[ReadingEvent]) -> None:
+        return None
+
+
 class InlineSink:
     """Hands events to the processors' inline runner in this process, converted to the processors' own event type
     (the wire contract's fields, see docs/protocol.md)."""

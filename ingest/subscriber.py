@@ -156,17 +156,15 @@ class Subscriber:
         self._backoff.reset()
         self.connected = True
         self._metrics.mqtt_connected.set(1)
+        group = s.ingest_mqtt_share_group
         subscriptions = [
-            gmqtt.Subscription(subscription_topic(s.ingest_mqtt_readings_filter, s.ingest_mqtt_share_group), qos=1)
+            gmqtt.Subscription(subscription_topic(f, group), qos=1) for f in s.ingest_mqtt_readings_filters
         ]
-        if s.ingest_mqtt_status_filter and self._status is not None:
+        if self._status is not None:
             # Retained statuses only on a new subscription, not on every reconnect of a persistent session.
-            subscriptions.append(
-                gmqtt.Subscription(
-                    subscription_topic(s.ingest_mqtt_status_filter, s.ingest_mqtt_share_group),
-                    qos=1,
-                    retain_handling_options=1,
-                )
+            subscriptions.extend(
+                gmqtt.Subscription(subscription_topic(f, group), qos=1, retain_handling_options=1)
+                for f in s.ingest_mqtt_status_filters
             )
         client.subscribe(subscriptions)
         logger.info("MQTT connected as %s (session present: %s)", s.ingest_mqtt_client_id, bool(flags))

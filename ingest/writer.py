@@ -62,8 +62,8 @@ SELECT r.received_at, r.topic, r.claimed_serial, r.device_id, r.organization_id,
 ON CONFLICT DO NOTHING
 """
 _OUTBOX = (
-    "INSERT INTO ingest_outbox (device_ids, vital_type_ids, measured_ats)"
-    " VALUES ($1::uuid[], $2::smallint[], $3::timestamptz[]) RETURNING id"
+    "INSERT INTO ingest_outbox (destination, device_ids, vital_type_ids, measured_ats)"
+    " VALUES ($1, $2::uuid[], $3::smallint[], $4::timestamptz[]) RETURNING id"
 )
 _TOUCH = """
 UPDATE devices d SET last_seen_at = v.seen_at
@@ -96,12 +96,19 @@ class Written:
 
 
 class Writer:
-    """Judges and writes batches of envelopes over one connection (owned by the caller)."""
+    """Judges and writes batches of envelopes over one connection (owned by the caller).
 
-    def __init__(self, units: UnitRegistry, limits: Limits, recent: RecentIdentities) -> None:
+    `destination` names where the relay hands committed readings ('inline', 'kafka:<topic>', 'discard'); None
+    writes no outbox rows (no processors downstream).
+    """
+
+    def __init__(
+        self, units: UnitRegistry, limits: Limits, recent: RecentIdentities, destination: str | None = "inline"
+    ) -> None:
         self.units = units
         self.limits = limits
         self.recent = recent
+        self.destination = destination
 
     async def write(
         self,
@@ -176,9 +183,10 @@ class Writer:
                 await conn.execute(_REJECTIONS, *_columns(rejection_rows, 11))
             stored_rows = [r for r in plan.rows if r.id in inserted]
             outbox_id: int | None = None
-            if stored_rows:
+            if stored_rows and self.destination is not None:
                 outbox_id = await conn.fetchval(
                     _OUTBOX,
+                    self.destination,
                     [r.device_id for r in stored_rows],
                     [r.vital_type_id for r in stored_rows],
                     [r.measured_at for r in stored_rows],

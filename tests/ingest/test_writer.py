@@ -28,8 +28,8 @@ def hr(value: float, at: datetime, type_: str = "heart_rate", unit: str = "/min"
     return {"type": type_, "value": value, "unit": unit, "measured_at": at.isoformat()}
 
 
-def writer(units: UnitRegistry, cache: int = 0) -> Writer:
-    return Writer(units, Limits(), RecentIdentities(cache))
+def writer(units: UnitRegistry, cache: int = 0, destination: str | None = None) -> Writer:
+    return Writer(units, Limits(), RecentIdentities(cache), destination)
 
 
 def rows(db: psycopg.Connection[Any], device_id: object) -> list[tuple[Any, ...]]:
@@ -69,7 +69,7 @@ async def test_a_message_is_stored_attributed_with_its_outbox_row(
             "meta": {"seq": 7},
         }
     ).encode()
-    written = await writer(units).write(ingest_conn, [envelope(device.serial, raw=meta_payload)])
+    written = await writer(units, destination="discard").write(ingest_conn, [envelope(device.serial, raw=meta_payload)])
     assert [(o.stored, o.duplicates, o.refused) for o in written.outcomes] == [(2, 0, ())]
     assert rows(db, device.id) == [
         (1, 72.0, 72.0, "/min", patient.id, "m-1", {"meta": {"seq": 7}}),
@@ -80,9 +80,11 @@ async def test_a_message_is_stored_attributed_with_its_outbox_row(
         ("body_temperature", 37.0, "Cel", patient.id),
     ]
     outbox = db.execute(
-        "SELECT device_ids, vital_type_ids, measured_ats FROM ingest_outbox WHERE id = %s", (written.outbox_id,)
+        "SELECT destination, device_ids, vital_type_ids, measured_ats FROM ingest_outbox WHERE id = %s",
+        (written.outbox_id,),
     ).fetchone()
-    assert outbox == ([device.id, device.id], [1, 6], [at, at])
+    assert outbox == ("discard", [device.id, device.id], [1, 6], [at, at])
+    db.execute("DELETE FROM ingest_outbox WHERE id = %s", (written.outbox_id,))
 
 
 async def test_redelivery_adds_nothing(
