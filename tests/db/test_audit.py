@@ -30,7 +30,7 @@ def test_an_app_update_records_before_after_role_and_actor(
     db: Conn, org: Organization, patient: Patient, connect_as: RoleConnect, role_settings: RoleSettings
 ) -> None:
     clinician = factories.create_user(db, org.id)
-    with connect_as("app") as conn, conn.transaction():
+    with connect_as("app", org.id) as conn, conn.transaction():
         conn.execute("SELECT set_config('rpm.actor_user_id', %s, true)", (str(clinician),))
         conn.execute("UPDATE patients SET timezone = 'Europe/Paris' WHERE id = %s", (patient.id,))
 
@@ -71,7 +71,7 @@ def test_a_device_heartbeat_is_not_logged_and_its_credential_hash_never_is(
 def test_a_malformed_actor_setting_is_kept_as_a_detail_without_failing_the_change(
     db: Conn, patient: Patient, connect_as: RoleConnect, role_settings: RoleSettings
 ) -> None:
-    with connect_as("app") as conn, conn.transaction():
+    with connect_as("app", patient.organization_id) as conn, conn.transaction():
         conn.execute("SELECT set_config('rpm.actor_user_id', 'not-a-uuid', true)")
         conn.execute("UPDATE care_plans SET status = 'paused' WHERE patient_id = %s", (patient.id,))
     plan_id = db.execute("SELECT id FROM care_plans WHERE patient_id = %s", (patient.id,)).fetchone()
@@ -135,7 +135,7 @@ def test_deleting_a_row_logs_its_last_state(db: Conn, org: Organization, patient
 def test_the_app_cannot_rewrite_or_remove_audit_rows(
     db: Conn, org: Organization, patient: Patient, connect_as: RoleConnect
 ) -> None:
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE audit_logs SET actor_user_id = %s WHERE entity_id = %s", (uuid.uuid4(), patient.id))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

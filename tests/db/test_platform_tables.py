@@ -37,7 +37,7 @@ def test_a_push_token_belongs_to_the_last_user_who_registered_it(
     alice = factories.create_user(db, org.id, role="patient")
     bob = factories.create_user(db, org.id, role="patient")
     token = secrets.token_hex(32)
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         first = register_push_token(conn, org.id, alice, token)
         second = register_push_token(conn, org.id, bob, token)
     assert first == second
@@ -143,7 +143,7 @@ def has_consent(conn: Conn, patient: Patient, kind: str = "remote_monitoring") -
 
 def test_a_consent_is_revoked_once_and_never_rewritten(db: Conn, org: Organization, connect_as: RoleConnect) -> None:
     patient = factories.create_patient(db, org.id)
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         consent = grant_consent(conn, patient)
         assert has_consent(conn, patient)
         with pytest.raises(psycopg.errors.UniqueViolation, match="patient_consents_one_current"):

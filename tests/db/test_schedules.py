@@ -205,7 +205,7 @@ def test_an_outcome_is_consistent_with_its_status(
 def test_the_app_may_cancel_but_not_delete_an_event(db: Conn, org: Organization, connect_as: RoleConnect) -> None:
     patient = factories.create_patient(db, org.id)
     event_id = upsert_vital_check(db, patient, date.today() + timedelta(days=2), time(8, 0))
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         conn.execute(
             "UPDATE scheduled_events SET status = 'cancelled', cancelled_at = now(), cancel_reason = 'travel'"
             " WHERE id = %s",

@@ -69,7 +69,7 @@ def test_patient_search_finds_prefixes_in_any_order_and_typos(
     wilhelmina = named(db, org, "Wilhelmina", "Zbyszewski")
     named(db, org, "William", "Smith")
     named(db, factories.create_organization(db), "Wilhelmina", "Zbyszewski")  # another tenant
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         by_prefix = conn.execute(
             "SELECT patient_id, first_name FROM search_patients(%s, 'zbysz wil')", (org.id,)
         ).fetchall()

@@ -39,7 +39,7 @@ def test_latest_vitals_has_the_newest_reading_per_patient_and_type(
     insert_reading(db, device, patient, "systolic_bp", 131, now - timedelta(hours=1))
     insert_reading(db, device, patient, "systolic_bp", 140, now - timedelta(hours=3))
     insert_reading(db, device, patient, "heart_rate", 72, now - timedelta(days=3))
-    with connect_as(role) as conn:
+    with connect_as(role, org.id) as conn:
         rows = conn.execute(
             "SELECT vital_type, value, unit, measured_at FROM latest_vitals WHERE patient_id = %s ORDER BY 1",
             (patient.id,),
@@ -63,7 +63,7 @@ def test_active_care_teams_leaves_out_ended_and_future_memberships(
         db, patient, former, started_at=now - timedelta(days=60), ended_at=now - timedelta(days=1)
     )
     factories.add_to_care_team(db, patient, future, started_at=now + timedelta(days=7))
-    with connect_as("app") as conn, conn.cursor(row_factory=dict_row) as cur:
+    with connect_as("app", org.id) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT provider_id, role, is_primary, provider_type, first_name FROM active_care_teams"
             " WHERE patient_id = %s",
@@ -98,7 +98,7 @@ def test_device_overview_shows_the_current_patient_and_last_seen_age(
     )
     db.execute("UPDATE devices SET last_seen_at = now() - interval '90 minutes' WHERE id = %s", (device.id,))
     idle = factories.create_device(db, org.id)
-    with connect_as(role) as conn:
+    with connect_as(role, org.id) as conn:
         rows = conn.execute(
             "SELECT device_id, patient_id, last_seen_age > interval '89 minutes',"
             " last_seen_age < interval '91 minutes' FROM device_overview WHERE organization_id = %s ORDER BY serial",
@@ -110,7 +110,7 @@ def test_device_overview_shows_the_current_patient_and_last_seen_age(
 def test_care_plan_template_patients_counts_by_status(db: Conn, org: Organization, connect_as: RoleConnect) -> None:
     for status in ("active", "active", "paused", "completed"):
         factories.create_care_plan(db, factories.create_patient(db, org.id), template_code="copd_rpm", status=status)
-    with connect_as("app") as conn:
+    with connect_as("app", org.id) as conn:
         row = conn.execute(
             "SELECT active_patients, paused_patients, all_patients FROM care_plan_template_patients"
             " WHERE template_code = 'copd_rpm' AND organization_id = %s",
