@@ -224,3 +224,43 @@ def care_team(
     for role, provider in team.items():
         factories.add_to_care_team(db, patient, provider, role=role, is_primary=role == "primary_physician")
     yield patient, team
+
+
+def add_alert(
+    db: Conn,
+    patient: factories.Patient,
+    *,
+    opened_at: datetime = START,
+    severity: str = "critical",
+    status: str = "open",
+    retrospective: bool = False,
+    vital_type: str = "spo2",
+    direction: str = "low",
+) -> UUID:
+    """A vital_alerts episode as the processors write it (status open: nobody acknowledged it yet)."""
+    requirement = factories.create_requirement(db, patient, vital_type, warning_low=92, critical_low=88)
+    row = db.execute(
+        "INSERT INTO vital_alerts (id, organization_id, patient_id, vital_type_id, direction, severity, status, rule,"
+        " requirement_id, requirement_version, retrospective, opened_at, updated_at, last_change,"
+        " trigger_reading_ids, value, threshold, revision, acknowledged_at)"
+        " SELECT uuid_generate_v7(), %s, %s, %s, %s, %s, %s, 'threshold', %s, version, %s, %s, %s, 'opened',"
+        " ARRAY[uuid_generate_v7()], 86.4, 88, 1, CASE WHEN %s = 'acknowledged' THEN %s::timestamptz END"
+        " FROM vital_requirements WHERE id = %s RETURNING id",
+        (
+            patient.organization_id,
+            patient.id,
+            factories.vital_type_id(db, vital_type),
+            direction,
+            severity,
+            status,
+            requirement,
+            retrospective,
+            opened_at,
+            opened_at,
+            status,
+            opened_at,
+            requirement,
+        ),
+    ).fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
