@@ -419,19 +419,18 @@ class _Run:
             if count >= s.expected_count:
                 slots[i] = self._resolve(s, CheckStatus.COMPLETED, sample, count)
             elif s.status is CheckStatus.SCHEDULED:
-                slots[i] = replace(s, received_count=count)  # the day is not over: judged at its end
+                # The day is not over: judged at its end (with the last reading, if it comes to 'partial').
+                slots[i] = replace(
+                    s, received_count=count, reading_id=sample.reading_id, reading_measured_at=sample.measured_at
+                )
             else:
                 slots[i] = self._resolve(s, CheckStatus.PARTIAL, sample, count)
         return replace(vital, slots=tuple(slots))
 
     def _resolve(self, slot: Slot, status: CheckStatus, sample: Sample | None, count: int) -> Slot:
-        resolved = replace(
-            slot,
-            status=status,
-            received_count=count,
-            reading_id=None if sample is None else sample.reading_id,
-            reading_measured_at=None if sample is None else sample.measured_at,
-        )
+        resolved = replace(slot, status=status, received_count=count)
+        if sample is not None:
+            resolved = replace(resolved, reading_id=sample.reading_id, reading_measured_at=sample.measured_at)
         self._adherence(resolved, slot.window_end if sample is None else sample.measured_at)
         return resolved
 

@@ -1,0 +1,69 @@
+"""The processors' settings, read once from the environment (and .env) in `__main__`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.context import EngineConfig
+
+
+class ProcessorSettings(BaseSettings):
+    """Configuration of both runners (inline and Faust) and of the engine they share."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    rpm_state_dir: Path = Path("/var/tmp/rpm-telemetry")
+
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 55432
+    postgres_db: str = "rpm"
+    postgres_processor_user: str = "rpm_processor"
+    postgres_processor_password: SecretStr = SecretStr("")
+    pool_min_size: int = Field(default=1, ge=1)
+    pool_max_size: int = Field(default=4, ge=1)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Ingest produces committed readings here, keyed by patient id (docs/protocol.md).
+    processor_topic: str = "vital-readings"
+    # Faust application id: also the consumer group and the prefix of its changelog topics.
+    processor_app_id: str = "rpm-processors"
+    processor_topic_partitions: int = Field(default=4, ge=1)
+    # Faust's stream.take: up to this many events per batch, waiting at most this long to fill it.
+    processor_batch_max: int = Field(default=500, ge=1)
+    processor_batch_within_s: float = Field(default=0.05, gt=0)
+
+    # The engine.
+    processor_lateness_horizon_s: float = Field(default=900, gt=0)
+    processor_silent_after_s: float = Field(default=86400, gt=0)
+    processor_schedule_ahead_s: float = Field(default=86400, gt=0)
+    processor_late_limit_s: float = Field(default=4 * 3600, gt=0)
+    # The runner's clock: ticks (missed checks, silent devices, quiet-time clears); 0 disables them.
+    processor_tick_interval_s: float = Field(default=60, ge=0)
+    processor_tick_batch: int = Field(default=200, ge=1)
+    # Upper bound on how stale a cached patient context may get if a database notification is lost.
+    processor_context_ttl_s: float = Field(default=300, gt=0)
+
+    @property
+    def faust_datadir(self) -> Path:
+        return self.rpm_state_dir / "faust" / self.processor_app_id
+
+    def engine(self) -> EngineConfig:
+        return EngineConfig(
+            lateness_horizon=timedelta(seconds=self.processor_lateness_horizon_s),
+            silent_after=timedelta(seconds=self.processor_silent_after_s),
+            schedule_ahead=timedelta(seconds=self.processor_schedule_ahead_s),
+            late_limit=timedelta(seconds=self.processor_late_limit_s),
+        )
+
+    def database_url(self) -> str:
+        """postgresql:// URL for asyncpg, as the processor role."""
+        password = quote(self.postgres_processor_password.get_secret_value(), safe="")
+        return (
+            f"postgresql://{quote(self.postgres_processor_user, safe='')}:{password}"
+            f"@{self.postgres_host}:{self.postgres_port}/{quote(self.postgres_db, safe='')}"
+        )
