@@ -2,11 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from processors.delivery.notification import Channel
 
-__all__ = ["DeliveryMetrics"]
+__all__ = ["AlertCounts", "DeliveryMetrics"]
+
+AlertKey = tuple[str, bool, str]
+"""(severity, retrospective, status) of vital_alerts rows."""
+
+
+class AlertCounts(Collector):
+    """Alert episodes as the table holds them, refreshed by the backlog poll.
+
+    `alerts_raised_total` is a counter because episodes are never deleted (the count only grows);
+    `alerts_unresolved` is the open/acknowledged work list.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[AlertKey, int] = {}
+
+    def set_counts(self, counts: Mapping[AlertKey, int]) -> None:
+        self._counts = dict(counts)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._raised(), self._unresolved()]
+
+    @staticmethod
+    def _raised() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "alerts_raised",
+            "Alert episodes raised, by severity and retrospective (from vital_alerts)",
+            labels=["severity", "retrospective"],
+        )
+
+    @staticmethod
+    def _unresolved() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "alerts_unresolved",
+            "Alert episodes not resolved yet, by severity and status",
+            labels=["severity", "status"],
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        raised, unresolved = self._raised(), self._unresolved()
+        totals: dict[tuple[str, str], int] = {}
+        open_: dict[tuple[str, str], int] = {}
+        for (severity, retrospective, status), count in self._counts.items():
+            key = (severity, "true" if retrospective else "false")
+            totals[key] = totals.get(key, 0) + count
+            if status != "resolved":
+                open_[(severity, status)] = open_.get((severity, status), 0) + count
+        for labels, count in sorted(totals.items()):
+            raised.add_metric(list(labels), count)
+        for labels, count in sorted(open_.items()):
+            unresolved.add_metric(list(labels), count)
+        return [raised, unresolved]
+
 
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600)
@@ -90,6 +146,8 @@ class DeliveryMetrics:
             ["loop"],
             registry=r,
         )
+        self.alerts = AlertCounts()
+        r.register(self.alerts)
         for channel in Channel:
             for outcome in _OUTCOMES:
                 self.attempts.labels(channel.value, outcome)

@@ -359,3 +359,17 @@ class DeliveryStore:
             )
         assert r is not None
         return Backlog(r["notifications_pending"], r["pending"], r["sending"], r["due"], r["oldest"])
+
+    async def alert_counts(self) -> dict[tuple[str, bool, str], int]:
+        """vital_alerts rows by (severity, retrospective, status), for the alert metrics."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT severity::text AS severity, retrospective, status::text AS status, count(*) AS n
+                  FROM vital_alerts
+                 WHERE $1::uuid[] IS NULL OR organization_id = ANY($1::uuid[])
+                 GROUP BY 1, 2, 3
+                """,
+                self._orgs,
+            )
+        return {(r["severity"], r["retrospective"], r["status"]): r["n"] for r in rows}
