@@ -123,8 +123,14 @@ def test_resolving_records_the_outcome_and_re_arms_the_rule(
     assert row == ("resolved", "cleared", team["nurse"].user_id, "sensor misplaced; repeat 97 %", True)
     assert [a[0] for a in audit(db, alert)] == ["vital_alert.resolve"]
     # The processors are told to drop the episode from their state...
-    notices = [json.loads(n.payload) for n in db.notifies(timeout=2, stop_after=1)]
-    assert notices == [{"patient_id": str(patient.id), "table": "vital_alerts"}]
+    # (Other sessions notify on the same channel: keep this patient's.)
+    ours = {"patient_id": str(patient.id), "table": "vital_alerts"}
+    notices = []
+    for n in db.notifies(timeout=5):
+        notices.append(json.loads(n.payload))
+        if ours in notices:
+            break
+    assert ours in notices
     # ...and the rule can open a new episode for the same vital and direction.
     assert add_alert(db, patient, opened_at=START + timedelta(hours=1)) != alert
     code, _, err = cli(capsys, "resolve", str(alert), "--note", "again", "--as", nurse)
