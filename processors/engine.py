@@ -15,6 +15,7 @@ Ticks schedule and close vital checks, report silent devices, and clear episodes
 from __future__ import annotations
 
 import bisect
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -31,7 +32,7 @@ from processors.schedule import expected_slots
 from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
 from processors.symptoms import SymptomFlag, SymptomRuleKind
 
-__all__ = ["Evaluation", "Output", "evaluate", "event_time"]
+__all__ = ["Evaluation", "Output", "evaluate", "event_time", "forget", "open_alert_ids"]
 
 Output = AlertChange | Notification | SymptomFlag | AdherenceChange
 
@@ -43,6 +44,21 @@ _MINUTE = timedelta(minutes=1)
 class Evaluation:
     state: PatientState
     outputs: tuple[Output, ...]
+
+
+def forget(state: PatientState, alert_ids: Collection[UUID]) -> PatientState:
+    """The state without these episodes (resolved by a person): the next breach opens a new one."""
+    if not alert_ids:
+        return state
+    vitals = {
+        type_id: replace(vital, episodes={d: e for d, e in vital.episodes.items() if e.alert_id not in alert_ids})
+        for type_id, vital in state.vitals.items()
+    }
+    return replace(state, vitals=vitals)
+
+
+def open_alert_ids(state: PatientState) -> set[UUID]:
+    return {e.alert_id for vital in state.vitals.values() for e in vital.episodes.values()}
 
 
 def event_time(event: Event) -> datetime:

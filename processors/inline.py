@@ -26,7 +26,14 @@ from processors.engine import Output, evaluate, event_time
 from processors.errors import StoreError
 from processors.events import CommittedReading, Event, Tick
 from processors.state import PatientState
-from processors.store import bootstrap_state, load_states, lock_patients, save_states, write_outputs
+from processors.store import (
+    bootstrap_state,
+    load_states,
+    lock_patients,
+    reconcile,
+    save_states,
+    write_outputs,
+)
 
 __all__ = ["CHANNELS", "InlineProcessor", "ReadingLike"]
 
@@ -140,13 +147,14 @@ class InlineProcessor:
             logger.debug("events for unknown or deleted patient %s skipped", patient_id)
         monitored = [p for p in by_patient if p in contexts and contexts[p].monitored]
         stored = await load_states(conn, monitored)
+        current = await reconcile(conn, stored)
         outputs: list[Output] = []
         changed: list[PatientState] = []
         for patient_id in monitored:
             events = by_patient[patient_id]
             context = contexts[patient_id]
             before = stored.get(patient_id)
-            state = before
+            state = current.get(patient_id)
             if state is None:
                 state = await bootstrap_state(conn, context, event_time(events[0]), self._config)
             for event in events:

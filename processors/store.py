@@ -19,13 +19,13 @@ from processors.adherence import AdherenceChange, CheckStatus, Slot
 from processors.alerts import AlertChange, ChangeKind, Direction, Rule, Severity
 from processors.codec import dump_state, load_state
 from processors.context import EngineConfig, PatientContext
-from processors.engine import Output
+from processors.engine import Output, forget, open_alert_ids
 from processors.errors import StateError
 from processors.notifications import Notification
 from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
 from processors.symptoms import SymptomFlag
 
-__all__ = ["bootstrap_state", "load_states", "lock_patients", "save_states", "write_outputs"]
+__all__ = ["bootstrap_state", "load_states", "lock_patients", "reconcile", "save_states", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ ON CONFLICT (id) DO UPDATE SET
     last_notified_at = EXCLUDED.last_notified_at,
     revision = EXCLUDED.revision
 WHERE vital_alerts.revision < EXCLUDED.revision
+  -- A person may resolve an episode (migration 0510); nothing the engine says afterwards reopens that row.
+  AND vital_alerts.status <> 'resolved'
 """
 _INSERT_SYMPTOM = """
 INSERT INTO symptoms (id, organization_id, patient_id, code, name, severity, source, onset_at, device_id,
@@ -165,6 +167,26 @@ async def write_outputs(conn: Connection, outputs: Sequence[Output]) -> None:
         await conn.executemany(_INSERT_NOTIFICATION, [_notification_args(n) for n in notifications])
     for change in (o for o in outputs if isinstance(o, AdherenceChange)):
         await _write_check(conn, change)
+
+
+_RESOLVED_BY_PEOPLE = """
+SELECT id, patient_id, resolved_at FROM vital_alerts WHERE id = ANY($1::uuid[]) AND status = 'resolved'
+"""
+
+
+async def reconcile(conn: Connection, states: dict[UUID, PatientState]) -> dict[UUID, PatientState]:
+    """These states without the episodes a person resolved meanwhile (and those episodes' symptoms resolved)."""
+    believed_open = [alert_id for state in states.values() for alert_id in open_alert_ids(state)]
+    if not believed_open:
+        return states
+    rows = await conn.fetch(_RESOLVED_BY_PEOPLE, believed_open)
+    if not rows:
+        return states
+    await conn.executemany(_RESOLVE_SYMPTOMS, [(r["id"], r["resolved_at"]) for r in rows])
+    resolved: dict[UUID, set[UUID]] = {}
+    for r in rows:
+        resolved.setdefault(r["patient_id"], set()).add(r["id"])
+    return {p: forget(state, resolved.get(p, set())) for p, state in states.items()}
 
 
 def _alert_args(a: AlertChange) -> tuple[Any, ...]:
