@@ -82,7 +82,8 @@ class Pipeline:
         self._batches: asyncio.Queue[list[Delivery] | None] = asyncio.Queue(settings.ingest_writers)
         self._seen_written: dict[UUID, float] = {}
         self._pending: set[asyncio.Future[bool]] = set()
-        self.database_ok = False
+        # The service starts only once the database answered; a failed write clears this, a commit sets it.
+        self.database_ok = True
 
     @property
     def depth(self) -> int:

@@ -75,7 +75,7 @@ async def serve(
             return False, "stopping"
         if not subscriber.connected:
             return False, "not connected to the broker"
-        if not pipeline.database_ok and pipeline.depth > 0:
+        if not pipeline.database_ok:
             return False, "database unavailable"
         return True, "ready"
 

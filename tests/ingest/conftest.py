@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from ingest.database import connect, load_units
 from ingest.settings import IngestSettings
 from ingest.units import UnitRegistry
+from tests.ingest.harness import IngestProcess, end_session
 
 
 @pytest.fixture
@@ -25,3 +27,21 @@ async def ingest_conn(ingest_settings: IngestSettings) -> AsyncIterator[asyncpg.
 @pytest.fixture
 async def units(ingest_conn: asyncpg.Connection) -> UnitRegistry:
     return await load_units(ingest_conn)
+
+
+@pytest.fixture
+async def ingest_process(ingest_settings: IngestSettings) -> AsyncIterator[Callable[..., IngestProcess]]:
+    """Starts `python -m ingest serve` subprocesses (see tests/ingest/harness.py); stops them and removes their
+    MQTT sessions afterwards."""
+    started: list[IngestProcess] = []
+
+    def start(serials: Iterable[str], **env: Any) -> IngestProcess:
+        process = IngestProcess(serials, **env).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    for client_id in {p.client_id for p in started}:
+        await end_session(ingest_settings, client_id)
