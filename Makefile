@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare test lint typecheck pytest demo bench
+.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ db-test: install  ## check the live database: roles, settings, objects, partitio
 
 db-compare: install  ## diff the live database's schema against a scratch database migrated from migrations/
 	$(PY) -m scripts.db_compare
+
+dev: services seed  ## services, migrations, seed, then ingest with the inline processors in the foreground (Ctrl-C stops)
+	PROCESSOR_TRANSPORT=inline $(PY) -m ingest serve
 
 lint: install  ## ruff
 	.venv/bin/ruff check .
