@@ -1,34 +1,46 @@
-"""Inline mode: the processors' inline runner in this process, fed by the relay (imports only their public API)."""
+"""Inline mode: the processors' inline runner in this process, fed by the relay (only their public API is used:
+`processors.inline.InlineProcessor` and `processors.settings.ProcessorSettings`)."""
 
 from __future__ import annotations
 
-import importlib
+import asyncio
+import logging
 
-from ingest.event import ReadingEvent
+import asyncpg
+
+from ingest.backoff import Backoff
+from ingest.service import Transport
 from ingest.settings import IngestSettings
 from ingest.sinks import InlineSink
 
+logger = logging.getLogger(__name__)
 
-async def transport(settings: IngestSettings) -> object:
-    """Builds the inline transport; raises ImportError while `processors.inline` does not exist."""
-    inline = importlib.import_module("processors.inline")
-    events = importlib.import_module("processors.events")
-    runner = inline.InlineRunner.from_dsn(settings.processor_dsn())
 
-    def convert(event: ReadingEvent) -> object:
-        return events.CommittedReading(
-            reading_id=event.reading_id,
-            organization_id=event.organization_id,
-            patient_id=event.patient_id,
-            device_id=event.device_id,
-            vital_type=event.vital_type,
-            vital_type_id=event.vital_type_id,
-            value=event.value,
-            unit=event.unit,
-            measured_at=event.measured_at,
-            received_at=event.received_at,
-        )
+async def transport(settings: IngestSettings, stop: asyncio.Event) -> Transport | None:
+    """The inline processors (their own pool, under the processor role) as the relay's sink; None if stopped
+    before the database answered."""
+    from processors.inline import InlineProcessor
+    from processors.settings import ProcessorSettings
 
-    from ingest.service import Transport
+    config = ProcessorSettings()
+    backoff = Backoff(settings.ingest_reconnect_initial_s, settings.ingest_reconnect_max_s)
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                config.database_url(), min_size=config.pool_min_size, max_size=config.pool_max_size
+            )
+            break
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            delay = backoff.next_delay()
+            logger.warning("processors' database pool not ready (%s); retrying in %.1fs", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                continue
+            return None
+    processor = InlineProcessor(pool, config.engine(), tick_batch=config.processor_tick_batch)
 
-    return Transport(InlineSink(runner.deliver, convert), tasks=[("processors", runner.run)], cleanups=[runner.close])
+    async def run(until: asyncio.Event) -> None:
+        await processor.run(until, config.processor_tick_interval_s)
+
+    return Transport(InlineSink(processor.deliver), tasks=[("processors", run)], cleanups=[pool.close])

@@ -60,7 +60,9 @@ async def serve(
     units = await _bootstrap(settings, life)
     if units is None:
         return
-    transport = transport if transport is not None else await build_transport(settings)
+    transport = transport if transport is not None else await build_transport(settings, life.stop)
+    if transport is None:
+        return
     destination = settings.outbox_destination if transport.sink is not None else None
     writer = Writer(units, settings.limits, RecentIdentities(settings.ingest_recent_identities), destination)
     relay = None
@@ -179,8 +181,8 @@ async def _watchdog(life: Lifecycle, tasks: list[asyncio.Task[None]], pipeline: 
             task.cancel()
 
 
-async def build_transport(settings: IngestSettings) -> Transport:
-    """The sink named by PROCESSOR_TRANSPORT."""
+async def build_transport(settings: IngestSettings, stop: asyncio.Event) -> Transport | None:
+    """The sink named by PROCESSOR_TRANSPORT (None: stopped while waiting for it)."""
     if settings.processor_transport == "none":
         return Transport(None)
     if settings.processor_transport == "discard":
@@ -188,15 +190,6 @@ async def build_transport(settings: IngestSettings) -> Transport:
     if settings.processor_transport == "kafka":
         sink = KafkaSink(settings.kafka_bootstrap_servers, settings.kafka_readings_topic)
         return Transport(sink, cleanups=[sink.stop])
-    return await _inline_transport(settings)
+    from ingest import inline
 
-
-async def _inline_transport(settings: IngestSettings) -> Transport:
-    try:
-        from ingest import inline
-    except ImportError as exc:
-        logger.error("inline processors unavailable (%s): readings stay in the outbox until a relay can deliver", exc)
-        return Transport(None)
-    built = await inline.transport(settings)
-    assert isinstance(built, Transport)
-    return built
+    return await inline.transport(settings, stop)

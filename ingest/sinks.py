@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from ingest.errors import SinkUnavailableError
 from ingest.event import ReadingEvent
@@ -64,15 +63,13 @@ class DiscardSink:
 
 
 class InlineSink:
-    """Hands events to the processors' inline runner in this process, converted to the processors' own event type
-    (the wire contract's fields, see docs/protocol.md)."""
+    """Hands events to the processors' inline runner in this process (it reads the wire contract's fields)."""
 
-    def __init__(self, deliver: Callable[[Sequence[Any]], Awaitable[None]], convert: Callable[[ReadingEvent], Any]):
+    def __init__(self, deliver: Callable[[Sequence[ReadingEvent]], Awaitable[None]]) -> None:
         self._deliver = deliver
-        self._convert = convert
 
     async def deliver(self, events: Sequence[ReadingEvent]) -> None:
         try:
-            await self._deliver([self._convert(e) for e in events])
+            await self._deliver(events)
         except Exception as exc:
             raise SinkUnavailableError(f"inline processors failed: {exc}") from exc
