@@ -151,11 +151,22 @@ def _requirement(r: Any) -> Requirement:
     )
 
 
+async def _requirement_versions(conn: Connection, patient_ids: Collection[UUID]) -> dict[UUID, int]:
+    rows = await conn.fetch(
+        "SELECT patient_id, count(*) AS versions FROM vital_requirements WHERE patient_id = ANY($1::uuid[])"
+        " GROUP BY patient_id",
+        list(patient_ids),
+    )
+    return {r["patient_id"]: r["versions"] for r in rows}
+
+
 class ContextCache:
     """Contexts by patient, each kept at most `ttl` seconds; `invalidate` drops one (or all) at once.
 
     The runners invalidate on the database's notifications ('vital_requirements', 'processor_context'), so an
-    edit takes effect at the next event; the TTL bounds staleness if a notification is ever lost.
+    edit takes effect at the next event; `get` also compares each cached patient's number of requirement versions
+    with the table's (one indexed query per batch), so a new version is never missed; the TTL bounds how stale a
+    care team or device list may get if a notification is ever lost.
     """
 
     def __init__(self, ttl: float, clock: Callable[[], float] = monotonic.monotonic) -> None:
@@ -183,9 +194,16 @@ class ContextCache:
             self._rules_loaded_at = now
         found: dict[UUID, PatientContext] = {}
         missing: list[UUID] = []
+        cached = [p for p in patient_ids if p in self._entries and now - self._entries[p][0] <= self._ttl]
+        # Versioned polling on top of LISTEN: a requirement version committed before this batch is always seen.
+        versions = await _requirement_versions(conn, cached) if cached else {}
         for patient_id in patient_ids:
             entry = self._entries.get(patient_id)
-            if entry is not None and now - entry[0] <= self._ttl:
+            if (
+                entry is not None
+                and now - entry[0] <= self._ttl
+                and versions.get(patient_id, 0) == len(entry[1].requirements)
+            ):
                 found[patient_id] = entry[1]
             else:
                 missing.append(patient_id)

@@ -10,38 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
 
+from processors.batch import apply_batch
 from processors.context import EngineConfig
 from processors.contexts import ContextCache, monitored_patients
-from processors.engine import Output, evaluate, event_time
+from processors.engine import Output
 from processors.errors import StoreError
 from processors.events import CommittedReading, Event, Tick
-from processors.state import PatientState
-from processors.store import (
-    bootstrap_state,
-    load_states,
-    lock_patients,
-    reconcile,
-    save_states,
-    write_outputs,
-)
+from processors.listener import listen
+from processors.store import load_states, save_states
 
-__all__ = ["CHANNELS", "InlineProcessor", "ReadingLike"]
+__all__ = ["InlineProcessor", "ReadingLike"]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# Channels the database notifies on when a requirement version or a patient's context changes.
-CHANNELS = ("vital_requirements", "processor_context")
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -136,36 +126,12 @@ class InlineProcessor:
     async def _apply(self, by_patient: Mapping[UUID, Sequence[Event]]) -> list[Output]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                return await self._apply_in(conn, by_patient)
+                stored = await load_states(conn, by_patient.keys())
+                result = await apply_batch(conn, by_patient, stored, self._contexts, self._config)
+                await save_states(conn, result.states.values())
+                return result.outputs
         except _DATABASE_ERRORS as exc:
             raise StoreError(f"batch of {len(by_patient)} patients not processed: {exc!r}") from exc
-
-    async def _apply_in(self, conn: Any, by_patient: Mapping[UUID, Sequence[Event]]) -> list[Output]:
-        await lock_patients(conn, by_patient.keys())
-        contexts = await self._contexts.get(conn, by_patient.keys())
-        for patient_id in by_patient.keys() - contexts.keys():
-            logger.debug("events for unknown or deleted patient %s skipped", patient_id)
-        monitored = [p for p in by_patient if p in contexts and contexts[p].monitored]
-        stored = await load_states(conn, monitored)
-        current = await reconcile(conn, stored)
-        outputs: list[Output] = []
-        changed: list[PatientState] = []
-        for patient_id in monitored:
-            events = by_patient[patient_id]
-            context = contexts[patient_id]
-            before = stored.get(patient_id)
-            state = current.get(patient_id)
-            if state is None:
-                state = await bootstrap_state(conn, context, event_time(events[0]), self._config)
-            for event in events:
-                result = evaluate(state, event, context, self._config)
-                outputs.extend(result.outputs)
-                state = result.state
-            if state != before:
-                changed.append(state)
-        await write_outputs(conn, outputs)
-        await save_states(conn, changed)
-        return outputs
 
     # -- long-running tasks -----------------------------------------------------------------------------------
 
@@ -187,40 +153,6 @@ class InlineProcessor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
-    async def listen(self, stop: asyncio.Event, *, keepalive: float = 10.0, backoff_cap: float = 30.0) -> None:
-        """LISTENs on the change channels and drops the matching cached contexts; reconnects with backoff (and
-        forgets every cached context, since notifications may have been missed meanwhile)."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                async with self._pool.acquire() as conn:
-                    for channel in CHANNELS:
-                        await conn.add_listener(channel, self._on_notification)
-                    self._contexts.invalidate()
-                    self.listening.set()
-                    failures = 0
-                    try:
-                        while not stop.is_set():
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(stop.wait(), keepalive)
-                            await conn.execute("SELECT 1")
-                    finally:
-                        self.listening.clear()
-                        for channel in CHANNELS:
-                            with contextlib.suppress(*_DATABASE_ERRORS):
-                                await conn.remove_listener(channel, self._on_notification)
-            except _DATABASE_ERRORS as exc:
-                failures += 1
-                delay = min(backoff_cap, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
-                logger.warning("listener lost (%r); reconnecting in %.1f s", exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-
-    def _on_notification(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
-        try:
-            patient_id = UUID(json.loads(payload)["patient_id"])
-        except (ValueError, KeyError, TypeError):
-            logger.warning("unexpected notification on %s; dropping every cached context", channel)
-            self._contexts.invalidate()
-            return
-        self._contexts.invalidate(patient_id)
+    async def listen(self, stop: asyncio.Event) -> None:
+        """LISTENs for requirement and context changes (see `processors.listener.listen`) until `stop`."""
+        await listen(self._pool, self._contexts, stop, self.listening)
