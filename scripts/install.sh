@@ -12,6 +12,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-client-15)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# Prometheus (and promtool): tests/ops start one on loopback to scrape the services and check the rules.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -21,6 +23,10 @@ fi
 # Debian's package may start its own broker on :1883; the project runs its own instance, so stop that one.
 if command -v service >/dev/null 2>&1 && pgrep -f '/etc/mosquitto/mosquitto.conf' >/dev/null 2>&1; then
     service mosquitto stop >/dev/null 2>&1 || true
+fi
+# Likewise Debian's Prometheus daemon (:9090): tests run their own, on a free port with a temporary data dir.
+if command -v service >/dev/null 2>&1 && pgrep -x prometheus -u prometheus >/dev/null 2>&1; then
+    service prometheus stop >/dev/null 2>&1 || true
 fi
 
 stamp="$ROOT/.venv/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"

@@ -1,0 +1,182 @@
+"""A real Prometheus (Debian's package) on loopback scrapes a running ingest and a running delivery service,
+and answers queries for their metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ingest.settings import IngestSettings
+from tests import factories
+from tests.conftest import MqttDeviceFactory
+from tests.delivery.conftest import add_notification
+from tests.ingest.harness import ROOT, IngestProcess, end_session, free_port, message, publish, reading
+
+Conn = psycopg.Connection[Any]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return int(r.status), r.read()
+    except OSError:
+        return 0, b""
+
+
+async def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
+    for _ in range(int(seconds / 0.25)):
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{what} not reached within {seconds}s")
+
+
+class Prometheus:
+    def __init__(self, directory: Path, targets: dict[str, int]) -> None:
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                for job, port in targets.items()
+            ],
+        }
+        (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        self._log = (directory / "prometheus.log").open("wb")
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("the prometheus binary is missing: run scripts/install.sh (Debian package 'prometheus')")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={directory / 'prometheus.yml'}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        status, body = _get(f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        if status != 200:
+            return []
+        result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+        return result
+
+    def ready(self) -> bool:
+        return _get(f"http://127.0.0.1:{self.port}/-/ready")[0] == 200
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def delivery_service(org: factories.Organization) -> Iterator[int]:
+    """`python -m processors.delivery` for this test's organization; yields its metrics port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DELIVERY_ORGANIZATIONS": json.dumps([str(org.id)]),
+        "DELIVERY_METRICS_PORT": str(port),
+        "DELIVERY_POLL_INTERVAL_S": "0.2",
+        "DELIVERY_BACKLOG_INTERVAL_S": "0.5",
+        "DELIVERY_ESCALATION_INTERVAL_S": "0.5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processors.delivery", "--log-format", "json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        # JSON log lines only.
+        assert all(json.loads(line) for line in err.decode().splitlines())
+
+
+@pytest.fixture
+async def ingest(
+    mqtt_device: MqttDeviceFactory, ingest_settings: IngestSettings
+) -> AsyncIterator[tuple[IngestProcess, factories.Device]]:
+    device = mqtt_device()
+    process = IngestProcess([device.serial]).start()
+    try:
+        await process.ready()
+        yield process, device
+    finally:
+        process.stop()
+        await end_session(ingest_settings, process.client_id)
+
+
+async def test_prometheus_scrapes_the_running_services(
+    db: Conn,
+    org: factories.Organization,
+    patient: factories.Patient,
+    delivery_service: int,
+    ingest: tuple[IngestProcess, factories.Device],
+    ingest_settings: IngestSettings,
+    tmp_path: Path,
+) -> None:
+    process, device = ingest
+    recipient = db.execute(
+        "SELECT h.user_id FROM patient_provider_assignments a JOIN healthcare_providers h ON h.id = a.provider_id"
+        " WHERE a.patient_id = %s LIMIT 1",
+        (patient.id,),
+    ).fetchone()
+    assert recipient is not None
+    add_notification(db, patient, recipient[0], scheduled_for=datetime.now(UTC))
+    await publish(ingest_settings, device.serial, device.password, [message(factories.unique("m"), reading())])
+
+    prometheus = Prometheus(tmp_path, {"ingest": process.metrics_port, "delivery": delivery_service})
+    try:
+        await _until(prometheus.ready, "prometheus ready")
+        up = await _until(lambda: prometheus.query("up == 1"), "both targets up")
+        await _until(lambda: len(prometheus.query("up == 1")) == 2, "both targets up")
+        assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {"ingest", "delivery"}, up
+
+        sent = await _until(
+            lambda: prometheus.query('delivery_attempts_total{channel="in_app",outcome="sent"} > 0'),
+            "the delivery scraped",
+        )
+        assert float(sent[0]["value"][1]) == 1.0
+        received = await _until(
+            lambda: prometheus.query('sum(ingest_messages_received_total{kind="readings"}) > 0'), "the reading scraped"
+        )
+        assert float(received[0]["value"][1]) >= 1.0
+        # A dashboard query evaluates against the scraped data.
+        backlog = await _until(lambda: prometheus.query("sum by (state) (delivery_backlog_deliveries)"), "backlog")
+        assert {r["metric"]["state"] for r in backlog} == {"pending", "sending", "due"}
+    finally:
+        prometheus.stop()
