@@ -30,7 +30,12 @@ def _acl(acl: str) -> str:
     """One line per grantee and privilege of an aclitem[] expression, sorted."""
     return f"""
         (SELECT string_agg(e, E'\\n' ORDER BY e) FROM (
-            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END || ' '
+            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                        -- PostgreSQL 15 gives a new database's schema public to pg_database_owner, which is
+                        -- the database's owner: name that role, as a schema handed to the owner explicitly does.
+                        WHEN a.grantee = 'pg_database_owner'::regrole
+                        THEN (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database())
+                        ELSE pg_get_userbyid(a.grantee) END || ' '
                    || a.privilege_type || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END AS e
               FROM aclexplode({acl}) a) entries)
     """
