@@ -248,3 +248,17 @@ def test_compose_go_loads_the_file_as_docker_compose_config_would(tmp_path: Path
     refused = composecheck(bad, values)
     assert refused.returncode != 0
     assert "restart_policy" in refused.stderr
+
+
+def test_compose_prometheus_scrapes_the_jobs_of_local_runs_at_the_services() -> None:
+    local = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    docker = yaml.safe_load((ROOT / "deploy/compose/prometheus/prometheus.yml").read_text())
+    local_jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in local["scrape_configs"]}
+    docker_jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in docker["scrape_configs"]}
+    assert set(local_jobs) <= set(docker_jobs)
+    for job, targets in local_jobs.items():
+        (host_port,) = docker_jobs[job]
+        host, port = host_port.split(":")
+        assert host in services(), f"{job} scrapes {host}, not a compose service"
+        assert port == targets[0].split(":")[1], job
+    assert docker["rule_files"] == local["rule_files"]
