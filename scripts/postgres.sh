@@ -76,9 +76,12 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'owner')
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE :"db" TO :"ingest", :"processor", :"app";
 SQL
-    superuser_psql -d "$POSTGRES_DB" -v owner="$POSTGRES_ADMIN_USER" <<'SQL'
+    # PostgreSQL 15's defaults are already right: schema public belongs to pg_database_owner (the database's
+    # owner role) and PUBLIC may not create in it. Restore them in case an older version of this script changed
+    # them, so the live database matches one migrated from scratch (make db-compare).
+    superuser_psql -d "$POSTGRES_DB" <<'SQL'
+ALTER SCHEMA public OWNER TO pg_database_owner;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-ALTER SCHEMA public OWNER TO :"owner";
 SQL
 }
 

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from migrations.settings import MigrationSettings
 from tests import factories
 from tests.factories import Organization, Patient
 from tests.roles import Role, RoleSettings
+from tests.security.tenant import tenant_transaction
 
 Conn = psycopg.Connection[Any]
 
@@ -81,7 +81,7 @@ def test_partition_maintenance_is_idempotent(db: Conn) -> None:
     assert ahead is not None and ahead[0] >= 15
 
 
-def test_audit_log_refuses_update_delete_and_truncate(db: Conn, migration_settings: MigrationSettings) -> None:
+def test_audit_log_refuses_update_delete_and_truncate(db: Conn, org: Organization) -> None:
     entity = uuid.uuid4()
     db.execute("INSERT INTO audit_logs (action, entity_type, entity_id) VALUES ('test.append', 'test', %s)", (entity,))
     for statement in (
@@ -94,16 +94,22 @@ def test_audit_log_refuses_update_delete_and_truncate(db: Conn, migration_settin
         db.execute("TRUNCATE audit_logs")
     assert db.execute("SELECT action FROM audit_logs WHERE entity_id = %s", (entity,)).fetchall() == [("test.append",)]
 
-    # The user-facing role may append and read, never change; the pipeline roles may only append.
-    with psycopg.connect(RoleSettings().dsn("app"), autocommit=True) as app:
+    # The user-facing role may append and read (its own tenant's rows), never change; ingest may not read.
+    with psycopg.connect(RoleSettings().dsn("app")) as app, tenant_transaction(app, org.id, commit=True):
         app.execute(
-            "INSERT INTO audit_logs (action, entity_type, entity_id) VALUES ('test.app', 'test', %s)", (entity,)
+            "INSERT INTO audit_logs (organization_id, action, entity_type, entity_id)"
+            " VALUES (%s, 'test.app', 'test', %s)",
+            (org.id, entity),
         )
-        assert len(app.execute("SELECT 1 FROM audit_logs WHERE entity_id = %s", (entity,)).fetchall()) == 2
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            app.execute("DELETE FROM audit_logs WHERE entity_id = %s", (entity,))
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            app.execute("UPDATE audit_logs SET details = '{}' WHERE entity_id = %s", (entity,))
+    with psycopg.connect(RoleSettings().dsn("app")) as app:
+        with tenant_transaction(app, org.id):
+            assert len(app.execute("SELECT 1 FROM audit_logs WHERE entity_id = %s", (entity,)).fetchall()) == 1
+        for statement in (
+            "DELETE FROM audit_logs WHERE entity_id = %s",
+            "UPDATE audit_logs SET details = '{}' WHERE entity_id = %s",
+        ):
+            with tenant_transaction(app, org.id), pytest.raises(psycopg.errors.InsufficientPrivilege):
+                app.execute(statement, (entity,))
     with (
         psycopg.connect(RoleSettings().dsn("ingest"), autocommit=True) as ingest,
         pytest.raises(psycopg.errors.InsufficientPrivilege),

@@ -16,8 +16,12 @@ KEY = "test-encryption-key"
 
 
 @pytest.fixture
-def app() -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(RoleSettings().dsn("app"), autocommit=True) as conn:
+def app(org: Organization) -> Iterator[psycopg.Connection[Any]]:
+    """The user-facing role acting for the test's organization (row-level security needs the tenant set)."""
+    with psycopg.connect(RoleSettings().dsn("app")) as conn:
+        conn.execute("SELECT set_config('rpm.organization_id', %s, false)", (str(org.id),))
+        conn.commit()
+        conn.autocommit = True
         yield conn
 
 

@@ -1,4 +1,9 @@
-"""Spike: the ingest role can binary-COPY into the day-partitioned vital_readings through asyncpg."""
+"""Spike: the ingest role binary-COPYs readings into the day-partitioned vital_readings through asyncpg.
+
+Row-level security applies to the ingest role on vital_readings (migration 0400), and PostgreSQL refuses COPY FROM
+into such a table; so readings are COPYed into a session-local staging table and moved with INSERT ... SELECT,
+which routes each row to its daily partition. Ingest's writer does the same (with ON CONFLICT for identity).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import psycopg
+import pytest
 
 from tests import factories
 from tests.factories import Organization, Patient
@@ -63,9 +69,15 @@ async def test_ingest_role_copies_into_partitioned_readings(
             schema="pg_catalog",
             format="binary",
         )
+        with pytest.raises(asyncpg.FeatureNotSupportedError, match="row-level security"):
+            await conn.copy_records_to_table("vital_readings", records=rows[:1], columns=COLUMNS)
         async with conn.transaction():
-            result = await conn.copy_records_to_table("vital_readings", records=rows, columns=COLUMNS)
-        assert result == "COPY 100"
+            await conn.execute("CREATE TEMP TABLE staged (LIKE vital_readings INCLUDING DEFAULTS) ON COMMIT DROP")
+            result = await conn.copy_records_to_table("staged", records=rows, columns=COLUMNS)
+            moved = await conn.execute(
+                f"INSERT INTO vital_readings ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM staged"
+            )
+        assert (result, moved) == ("COPY 100", "INSERT 0 100")
     finally:
         await conn.close()
 
