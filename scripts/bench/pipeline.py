@@ -1,8 +1,8 @@
-"""The pipeline under load: `python -m ingest run` in the sandbox, fed by the load generator.
+"""The pipeline under load: `python -m ingest serve` in the sandbox, fed by the load generator.
 
 Measures sustained committed readings/s (1- and 10-reading messages, QoS 1, ack after commit), publish->commit
 latency percentiles at a fraction of that maximum (a probe device whose readings are polled for by primary key
-every 5 ms), and RSS/CPU of each process. Skipped, with the reason, while ingest has no `run` command.
+every 5 ms), and RSS/CPU of each process. Skipped, with the reason, while ingest has no `serve` command.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import gmqtt
 import psutil
 
 from device_simulators.credentials import DeviceCredential
@@ -34,11 +35,11 @@ class PipelineUnavailableError(Exception):
 def ingest_command() -> list[str]:
     """The command that runs the ingest service, or PipelineUnavailableError saying why there is none."""
     probe = subprocess.run(
-        [sys.executable, "-m", "ingest", "run", "--help"], cwd=ROOT, capture_output=True, check=False
+        [sys.executable, "-m", "ingest", "serve", "--help"], cwd=ROOT, capture_output=True, check=False
     )
     if probe.returncode != 0:
-        raise PipelineUnavailableError("ingest has no `python -m ingest run` command yet")
-    return [sys.executable, "-m", "ingest", "run"]
+        raise PipelineUnavailableError("ingest has no `python -m ingest serve` command")
+    return [sys.executable, "-m", "ingest", "--log-level", "WARNING", "serve"]
 
 
 @dataclass(slots=True)
@@ -65,8 +66,11 @@ class Watch:
     usages: list[Usage] = field(default_factory=list)
 
     def add(self, name: str, pid: int) -> None:
-        process = psutil.Process(pid)
-        times = process.cpu_times()
+        try:
+            process = psutil.Process(pid)
+            times = process.cpu_times()
+        except psutil.Error:
+            return
         self.usages.append(Usage(name, process, cpu_start=times.user + times.system))
 
     def sample(self) -> None:
@@ -83,15 +87,43 @@ class Watch:
         }
 
 
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+def postgres_pids(box: Sandbox) -> list[int]:
+    """The sandbox database's backends and the server's own writers (WAL writer, checkpointer, …), found by
+    process title; not the backends other people's work has open on the shared server."""
+    own = (f" {box.database} ", "walwriter", "checkpointer", "background writer", "wal writer")
+    pids = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        title = " ".join(proc.info["cmdline"] or []) + " "
+        if proc.info["name"] == "postgres" and any(mark in title for mark in own):
+            pids.append(proc.pid)
+    return pids
+
+
+INGEST_CLIENT_ID = "bench-ingest-1"
 
 
 def start_ingest(box: Sandbox, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Starts `python -m ingest serve` in the sandbox; stop it with `stop_ingest`."""
     log = (box.state_dir / "ingest.log").open("ab")
-    return subprocess.Popen(
-        ingest_command(), cwd=ROOT, env={**box.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
-    )
+    env = {
+        **box.env,
+        "INGEST_METRICS_PORT": "0",
+        "INGEST_MQTT_CLIENT_ID": INGEST_CLIENT_ID,
+        "PROCESSOR_TRANSPORT": "none",
+        **extra_env,
+    }
+    return subprocess.Popen(ingest_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def stop_ingest(box: Sandbox, process: subprocess.Popen[bytes], client_id: str = INGEST_CLIENT_ID) -> None:
+    """SIGTERM, then ends ingest's persistent broker session. A stale session stays a member of the shared
+    subscription and Mosquitto keeps queueing its share of the messages, which the next stage would never see."""
+    process.terminate()
+    await asyncio.to_thread(process.wait, 60)
+    client = gmqtt.Client(client_id, clean_session=True)
+    client.set_auth_credentials(box.ingest.mqtt_ingest_user, box.ingest.mqtt_ingest_password.get_secret_value())
+    await client.connect(box.broker.host, box.broker.port, version=gmqtt.constants.MQTTv50)
+    await client.disconnect()
 
 
 def truncate(box: Sandbox) -> None:
@@ -115,37 +147,51 @@ async def committed(box: Sandbox) -> int:
 
 
 async def sustained(
-    box: Sandbox, credentials: Path, devices: int, readings: int, duration: float, extra_env: dict[str, str]
+    box: Sandbox,
+    credentials: Path,
+    devices: int,
+    readings: int,
+    duration: float,
+    extra_env: dict[str, str],
+    rate: float = 0,
 ) -> dict[str, Any]:
-    """Max-rate publishing for `duration` s into a running ingest; committed readings/s and resource use."""
+    """Offers `rate` messages/s (0: as fast as the broker takes them) for `duration` s to a running ingest.
+
+    Throughput is what was committed while the load ran; then the backlog drains, and every reading sent must be
+    committed (`lost` counts those that never are, within 15 s of no progress).
+    """
     truncate(box)
     ingest = start_ingest(box, extra_env)
     watch = Watch()
     try:
         await asyncio.sleep(3)
+        if ingest.poll() is not None:
+            raise PipelineUnavailableError(f"ingest exited at start (see {box.state_dir / 'ingest.log'})")
         watch.add("ingest", ingest.pid)
-        out = box.state_dir / f"sustained-{readings}.json"
-        publisher = start_publisher(box, credentials, out, devices=devices, duration=duration, readings=readings)
+        out = box.state_dir / f"sustained-{readings}-{int(rate)}.json"
+        publisher = start_publisher(
+            box, credentials, out, devices=devices, duration=duration, readings=readings, rate=rate
+        )
         watch.add("load generator", publisher.pid)
-        for pid in postgres_pids():
+        for pid in postgres_pids(box):
             watch.add(f"postgres {pid}", pid)
         started = time.perf_counter()
         while publisher.poll() is None:
             watch.sample()
             await asyncio.sleep(0.5)
+        loaded = time.perf_counter() - started
+        during = await committed(box)
+        usage = watch.report(loaded)
         sent = result(out)
-        # Drain: wait until the committed count stops growing.
-        previous, count = -1, await committed(box)
-        while count != previous:
-            previous = count
+        count, progress_at = during, time.perf_counter()
+        while count < sent["readings_sent"] and time.perf_counter() - progress_at < 15:
             await asyncio.sleep(1.0)
-            watch.sample()
-            count = await committed(box)
-        elapsed = time.perf_counter() - started
+            latest = await committed(box)
+            if latest != count:
+                count, progress_at = latest, time.perf_counter()
+        drained = progress_at - started
     finally:
-        ingest.terminate()
-        ingest.wait(30)
-    usage = watch.report(elapsed)
+        await stop_ingest(box, ingest)
     postgres = [v for k, v in usage.items() if k.startswith("postgres")]
     summary = {k: v for k, v in usage.items() if not k.startswith("postgres")}
     summary["postgres (all)"] = {
@@ -154,12 +200,15 @@ async def sustained(
     }
     return {
         "readings_per_message": readings,
+        "offered_messages_per_s": sent["sent_per_s"],
         "messages_sent": sent["sent"],
         "readings_sent": sent["readings_sent"],
         "readings_committed": count,
-        "seconds": round(elapsed, 2),
-        "readings_per_s": count / elapsed,
-        "messages_per_s": count / readings / elapsed,
+        "load_seconds": round(loaded, 2),
+        "readings_per_s": during / loaded,
+        "messages_per_s": during / readings / loaded,
+        "backlog_at_end": sent["readings_sent"] - during,
+        "drain_seconds": round(drained - loaded, 2),
         "lost": sent["readings_sent"] - count,
         "usage": summary,
     }

@@ -78,7 +78,7 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
     ]
     if p.get("skipped"):
         lines += [
-            f"Not measured in this run: {p['skipped']}. The harness starts `python -m ingest run` in the"
+            f"Not measured in this run: {p['skipped']}. The harness starts `python -m ingest serve` in the"
             " sandbox as soon as it exists (scripts/bench/pipeline.py).",
             "",
         ]

@@ -115,33 +115,48 @@ async def measure(box: Sandbox, repeat: int, quick: bool) -> dict[str, Any]:
         p["skipped"] = str(exc)
         _say(f"pipeline skipped: {exc}")
     else:
-        p["one"], p["ten"] = [], []
-        for run in range(repeat):
-            for key, readings in (("one", 1), ("ten", 10)):
-                _say(f"pipeline {readings}-reading messages, run {run + 1}/{repeat}")
-                p[key].append(await pipeline.sustained(box, credentials, devices, readings, 60 * scale, {}))
-        probe_fleet = box.provision("bench-probe", 1)
-        top = report.median([r["messages_per_s"] for r in p["one"]])
-        p["latency"], p["latency_samples"] = {}, {}
-        for share in (0.5, 0.9):
-            _say(f"publish->commit latency at {share:.0%} of {top:,.0f} msg/s")
-            pipeline.truncate(box)
-            ingest = pipeline.start_ingest(box, {})
-            try:
-                await asyncio.sleep(3)
-                out = box.state_dir / f"latency-load-{share}.json"
-                load = start_publisher(
-                    box, credentials, out, devices=devices, rate=share * top, duration=30 * scale + 5
-                )
-                latencies = await pipeline.probe_latency(box, probe_fleet.devices[0], 20, 30 * scale)
-                await asyncio.to_thread(load.wait)
-            finally:
-                ingest.terminate()
-                await asyncio.to_thread(ingest.wait, 30)
-            p["latency"][f"{share:.0%}"] = pipeline.latency_summary(latencies)
-            p["latency_samples"][f"{share:.0%} of max"] = latencies
+        await _pipeline(box, credentials, devices, repeat, scale, p)
     results["pipeline"] = p
     return results
+
+
+SWEEP = {1: (2_000, 5_000, 10_000, 15_000, 20_000, 30_000), 10: (500, 1_000, 2_000, 4_000, 6_000, 8_000)}
+
+
+async def _pipeline(
+    box: Sandbox, credentials: Path, devices: int, repeat: int, scale: float, p: dict[str, Any]
+) -> None:
+    """Throughput vs offered load (one pass), the maximum (repeated), then latency at 50 % and 90 % of it."""
+    p["sweep"] = {}
+    for readings, levels in SWEEP.items():
+        p["sweep"][readings] = []
+        for rate in levels:
+            _say(f"pipeline {readings}-reading messages offered at {rate:,} msg/s")
+            p["sweep"][readings].append(
+                await pipeline.sustained(box, credentials, devices, readings, 30 * scale, {}, rate=rate)
+            )
+    p["one"], p["ten"] = [], []
+    for run in range(repeat):
+        for key, readings in (("one", 1), ("ten", 10)):
+            _say(f"pipeline {readings}-reading messages at max, run {run + 1}/{repeat}")
+            p[key].append(await pipeline.sustained(box, credentials, devices, readings, 60 * scale, {}))
+    probe_fleet = box.provision("bench-probe", 1)
+    top = report.median([r["messages_per_s"] for r in p["one"]])
+    p["latency"], p["latency_samples"] = {}, {}
+    for share in (0.5, 0.9):
+        _say(f"publish->commit latency at {share:.0%} of {top:,.0f} msg/s")
+        pipeline.truncate(box)
+        ingest = pipeline.start_ingest(box, {})
+        try:
+            await asyncio.sleep(3)
+            out = box.state_dir / f"latency-load-{share}.json"
+            load = start_publisher(box, credentials, out, devices=devices, rate=share * top, duration=30 * scale + 5)
+            latencies = await pipeline.probe_latency(box, probe_fleet.devices[0], 20, 30 * scale)
+            await asyncio.to_thread(load.wait)
+        finally:
+            await pipeline.stop_ingest(box, ingest)
+        p["latency"][f"{share:.0%}"] = pipeline.latency_summary(latencies)
+        p["latency_samples"][f"{share:.0%} of max"] = latencies
 
 
 def main(argv: list[str] | None = None) -> int:

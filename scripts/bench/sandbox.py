@@ -32,7 +32,6 @@ from migrations.runner import migrate
 from migrations.settings import MigrationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH_PORT = 11884
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +122,12 @@ def _start_broker(box: Sandbox) -> int:
     raise TimeoutError("the sandbox broker did not start")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _stop(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -135,8 +140,12 @@ def _stop(pid: int) -> None:
 
 
 @contextlib.contextmanager
-def sandbox(port: int = BENCH_PORT) -> Iterator[Sandbox]:
-    """Creates the sandbox, yields it, and removes the database, broker and state whatever happens."""
+def sandbox(port: int | None = None) -> Iterator[Sandbox]:
+    """Creates the sandbox, yields it, and removes the database, broker and state whatever happens.
+
+    The broker listens on `port`, by default a free loopback port (several sandboxes may run at once).
+    """
+    port = port or _free_port()
     run = secrets.token_hex(3)
     database = f"rpm_bench_{run}"
     base = MigrationSettings()
