@@ -1,0 +1,106 @@
+"""The benchmark report: rendered from results, written between its markers without touching the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scripts.bench import report
+
+
+def results(pipeline: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started_at": "2026-11-25 23:00 UTC",
+        "repeat": 3,
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "memory_gib": 24.0,
+            "kernel": "6.0",
+            "python": "3.11.7",
+            "postgresql": "15.18",
+            "mosquitto": "2.0.11",
+            "packages": {"gmqtt": "0.8.0"},
+            "postgresql_settings": {"fsync": "on", "synchronous_commit": "on"},
+        },
+        "ceilings": {
+            "batch": 5000,
+            "publisher_devices": 20,
+            "copy_unindexed": [200_000.0, 100_000.0, 300_000.0],
+            "copy_vital_readings": [100_000.0, 90_000.0, 110_000.0],
+            "gmqtt_receive": [40_000.0],
+            "paho_receive": [10_000.0],
+            "publisher": [50_000.0],
+        },
+        "baselines": {"batch": 1000, "row_at_a_time": [2_000.0], "executemany": [10_000.0]},
+        "pipeline": pipeline,
+        "ack_latency_samples": {"50% of max": [0.001, 0.002, 0.004]},
+    }
+
+
+def run(readings: int, committed: int) -> dict[str, Any]:
+    return {
+        "readings_per_message": readings,
+        "offered_messages_per_s": 9000.0,
+        "messages_sent": committed,
+        "readings_sent": committed,
+        "readings_committed": committed,
+        "load_seconds": 10.0,
+        "readings_per_s": 8000.0,
+        "messages_per_s": 8000.0 / readings,
+        "backlog_at_end": 10_000,
+        "drain_seconds": 10.0,
+        "lost": 0,
+        "usage": {"ingest": {"cpu_percent": 90.0, "peak_rss_mib": 120.0}},
+    }
+
+
+def test_medians_ratios_and_skipped_pipeline_are_reported() -> None:
+    text = report.render(results({"skipped": "ingest has no serve command"}), [])
+    assert (
+        "| COPY into an unindexed copy of `vital_readings` (rows/s, 5000-row transactions) |"
+        " 200,000 (100,000–300,000, 3 runs) |" in text
+    )
+    assert "The real table's indexes cost 2.00×" in text
+    assert "| one INSERT and commit per reading | 2,000 (1 run) | 0.01 |" in text
+    assert "Not measured in this run: ingest has no serve command." in text
+    assert text.startswith(report.BEGIN) and text.rstrip().endswith(report.END)
+
+
+def test_pipeline_rates_count_the_drain_of_the_backlog() -> None:
+    one, ten = run(1, 200_000), run(10, 400_000)
+    pipeline = {
+        "one": [one],
+        "ten": [ten],
+        "sweep": {1: [one]},
+        "latency": {"50%": {"p50": 5.0, "p90": 9.0, "p99": 20.0, "p100": 30.0, "n": 100}},
+    }
+    text = report.render(results(pipeline), [])
+    assert "| 1-reading messages, max offered | 10,000 (1 run) | 8,000 (1 run) | 0 | 0.05 | 1.00 |" in text
+    assert "| 10-reading messages, max offered | 20,000 (1 run) |" in text
+    assert "p99 20.0 ms" in text
+    assert "9,000 → 8,000 (10,000)" in text
+
+
+def test_the_page_keeps_what_others_wrote_around_the_generated_section(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nIngest notes by hand.\n")
+    report.write_page(page, f"{report.BEGIN}\nfirst\n{report.END}\n")
+    page.write_text(page.read_text() + "\nProcessors notes after.\n")
+    report.write_page(page, f"{report.BEGIN}\nsecond\n{report.END}\n")
+    text = page.read_text()
+    assert "Ingest notes by hand." in text and "Processors notes after." in text
+    assert "second" in text and "first" not in text
+    assert text.count(report.BEGIN) == 1
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    one = run(1, 200_000)
+    written = report.plot(results({"one": [one], "ten": [run(10, 1000)], "sweep": {1: [one]}}), tmp_path)
+    assert {Path(p).name for p in written} == {
+        "benchmarks-throughput.png",
+        "benchmarks-mqtt.png",
+        "benchmarks-offered-load.png",
+        "benchmarks-latency.png",
+    }
+    assert all(Path(p).stat().st_size > 1000 for p in written)
