@@ -14,6 +14,11 @@ render_config() {
     mkdir -p "$BASE/data"
     sed -e "s|@STATE@|$BASE|g" -e "s|@HOST@|$MQTT_HOST|g" -e "s|@PORT@|$MQTT_PORT|g" \
         "$ROOT/deploy/mosquitto/mosquitto.conf.template" > "$CONF"
+    # TLS listeners (scripts/tls.sh: the project CA, the broker's certificate and a current CRL).
+    bash "$ROOT/scripts/tls.sh" up >/dev/null
+    sed -e "s|@HOST@|$MQTT_HOST|g" -e "s|@TLS_PORT@|${MQTT_TLS_PORT:-18883}|g" \
+        -e "s|@MTLS_PORT@|${MQTT_MTLS_PORT:-18884}|g" -e "s|@TLS@|${RPM_TLS_DIR:-$RPM_STATE_DIR/tls}/broker|g" \
+        "$ROOT/deploy/mosquitto/tls.conf.template" >> "$CONF"
     # Password file and ACL from .env and the device registry (devices appear once migrations have run).
     "$PY" -m ingest broker-sync --no-reload
     chown -R mosquitto:mosquitto "$BASE"
