@@ -316,6 +316,10 @@ class DeliveryStore:
     async def _roll_up(conn: asyncpg.Connection, notification_id: UUID) -> None:
         # sent_at: first successful delivery. Final status once no delivery is open: sent if any got through
         # (failure_reason names the channels that died), dead if none did.
+        # Two deliveries of one notification may finish at once: each would see the other still 'sending' in
+        # its snapshot and neither would finish the notification. Locking the notification first serializes
+        # them; the aggregate below is a new statement, so it sees what the other transaction committed.
+        await conn.execute("SELECT 1 FROM notifications WHERE id = $1 FOR UPDATE", notification_id)
         await conn.execute(
             """
             WITH agg AS (

@@ -341,3 +341,9 @@ async def test_concurrent_dispatchers_deliver_each_notification_once(
         (patient.organization_id,),
     ).fetchone()
     assert count == (60, 60)
+    # Each notification's two deliveries finish concurrently; the roll-up still sees both.
+    statuses = db.execute(
+        "SELECT status::text, count(*) FROM notifications WHERE organization_id = %s GROUP BY 1",
+        (patient.organization_id,),
+    ).fetchall()
+    assert statuses == [("sent", 30)]
