@@ -10,11 +10,14 @@ import secrets
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from device_simulators.credentials import Fleet, load_fleet
 from device_simulators.fleet import FleetPlan, Identity, run_fleet
+from device_simulators.message import Envelope
+from device_simulators.player import PlayReport
 from device_simulators.publisher import Broker, ConnectError, Connection
 from device_simulators.settings import SimulatorSettings
 
@@ -143,11 +146,153 @@ async def _reconcile(result: dict[str, Any], settle: float) -> dict[str, Any]:
     }
 
 
+def _scenario_args(commands: Any) -> None:
+    from device_simulators.scenario import SCENARIOS
+
+    p = commands.add_parser("scenario", help="play a scripted clinical scenario on a seeded patient's devices")
+    p.add_argument("name", nargs="?", choices=sorted(SCENARIOS), help="omit to list the scenarios")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--faults", type=float, default=0.0, help="per-message probability of each fault")
+    p.add_argument("--speed", type=float, default=0.0, help="simulated seconds per real second (0: at once)")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds to wait before reading the outcome")
+
+
+def _demo_args(commands: Any) -> None:
+    p = commands.add_parser("demo", help="the whole seeded fleet's last hours through the pipeline, with a summary")
+    p.add_argument("--hours", type=float, default=24.0, help="how many hours of measurements to send")
+    p.add_argument("--faults", type=float, default=0.01, help="per-message probability of each fault")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settle", type=float, default=10.0, help="seconds to wait before reading the outcome")
+
+
+async def _progress(report: PlayReport, total: int, done: asyncio.Event) -> None:
+    started = time.monotonic()
+    while not done.is_set():
+        await asyncio.sleep(1.0)
+        print(
+            f"{time.monotonic() - started:6.1f}s  published {report.published:,}/{total:,}  acked {report.acked:,}"
+            f"  refused by broker {report.refused:,}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _play(envelopes: list[Envelope], fleet: Fleet, speed: float, settle: float, faults: Counter[str]) -> int:
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from device_simulators.player import play
+    from device_simulators.reconcile import outcome
+    from ingest.settings import IngestSettings
+
+    since = datetime.now(UTC)
+    passwords = {d.serial: d.password for d in fleet.devices}
+    report = PlayReport()
+    done = asyncio.Event()
+    watcher = asyncio.create_task(_progress(report, len(envelopes), done))
+    try:
+        await play(envelopes, passwords, fleet.broker, speed=speed, report=report)
+    finally:
+        done.set()
+        await watcher
+    expected_stored = sum(e.expected.stored for e in envelopes)
+    expected_refusals: Counter[str] = Counter()
+    for e in envelopes:
+        if e.expected.broker_denied:
+            continue
+        if e.expected.message_reason is not None:
+            expected_refusals[e.expected.message_reason] += 1
+        expected_refusals.update(r for r in e.expected.reading_reasons if r is not None)
+    print(
+        f"published {report.published:,} messages, acked {report.acked:,}, refused by the broker"
+        f" {report.refused:,} (as expected: {report.as_expected})"
+    )
+    print("faults injected: " + (", ".join(f"{k} {v}" for k, v in sorted(faults.items())) or "none"))
+    print(
+        f"expected: {expected_stored:,} new readings stored; refusals "
+        + (", ".join(f"{k} {v}" for k, v in sorted(expected_refusals.items())) or "none")
+    )
+    await asyncio.sleep(settle)
+    with psycopg.connect(IngestSettings().admin_dsn()) as conn:
+        seen = outcome(conn, sorted(passwords), since)
+    print(
+        f"pipeline: {seen.stored:,} readings stored; refused "
+        + (", ".join(f"{k} {v}" for k, v in seen.refused.items()) or "none")
+    )
+    print("alerts raised: " + (", ".join(f"{k} {v}" for k, v in seen.alerts.items()) or "none"))
+    return 0 if report.as_expected else 1
+
+
+async def _scenario(args: argparse.Namespace, settings: SimulatorSettings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from device_simulators.demo import household_for, households
+    from device_simulators.fault import FaultPlan, inject
+    from device_simulators.scenario import SCENARIOS, run_scenario
+
+    if args.name is None:
+        for name, sc in sorted(SCENARIOS.items()):
+            print(f"{name:20} {sc.description}")
+        return 0
+    scenario = SCENARIOS[args.name]
+    fleet = load_fleet(settings.device_credentials_file)
+    home = household_for(scenario, households(list(fleet.devices)))
+    if home is None:
+        print(f"no seeded patient has the devices {sorted(scenario.kinds)}", file=sys.stderr)
+        return 2
+    serials = {d.kind: d.serial for d in home.devices}
+    start = datetime.now(UTC) - timedelta(days=scenario.days)
+    _, envelopes = run_scenario(
+        scenario, start, serial_prefix=home.key, timezone=home.timezone, seed=args.seed, serials=serials
+    )
+    faults: Counter[str] = Counter()
+    if args.faults > 0:
+        others = [d.serial for d in fleet.devices if d.serial not in serials.values()]
+        faulty: list[Envelope] = []
+        for serial in serials.values():
+            result = inject(
+                [e for e in envelopes if e.serial == serial],
+                FaultPlan.every(args.faults),
+                seed=args.seed,
+                foreign_serial=others[0] if others else None,
+            )
+            faults.update(result.counts)
+            faulty.extend(result.envelopes)
+        envelopes = sorted(faulty, key=lambda e: e.send_at)
+    print(f"{scenario.name}: {scenario.description}")
+    print(
+        f"patient {home.key} ({home.timezone}), devices {', '.join(sorted(serials.values()))};"
+        f" {len(envelopes)} messages over {scenario.days} days ending now"
+    )
+    expected = ", ".join(f"{e.vital} {e.direction} {e.severity}" for e in scenario.episodes) or "none"
+    print(f"the processors should raise: {expected}; symptoms: {', '.join(scenario.symptoms) or 'none'}")
+    return await _play(envelopes, fleet, args.speed, args.settle, faults)
+
+
+async def _demo(args: argparse.Namespace, settings: SimulatorSettings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from device_simulators.demo import households, routine
+
+    fleet = load_fleet(settings.device_credentials_file)
+    homes = households(list(fleet.devices))
+    end = datetime.now(UTC)
+    envelopes, counts = routine(homes, end - timedelta(hours=args.hours), end, seed=args.seed, fault_rate=args.faults)
+    print(
+        f"demo: {len(homes)} patients, {len(fleet.devices)} devices, {len(envelopes):,} messages"
+        f" from the last {args.hours:g} hours"
+    )
+    return await _play(envelopes, fleet, 0.0, args.settle, Counter({k.value: v for k, v in counts.items()}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m device_simulators")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
     _fleet_args(commands)
+    _scenario_args(commands)
+    _demo_args(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -156,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = SimulatorSettings()
     if args.command == "fleet":
         return asyncio.run(_fleet(args, settings))
+    if args.command == "scenario":
+        return asyncio.run(_scenario(args, settings))
+    if args.command == "demo":
+        return asyncio.run(_demo(args, settings))
     return 2
 
 

@@ -1,7 +1,8 @@
 """Plays prepared envelopes (a scenario, a faulty stream) over MQTT: one connection per device, in send order.
 
 Every publish is tracked to its PUBACK; the report says how many the broker refused and whether that matches
-what each envelope expected (a foreign-topic publish must be refused, nothing else may be).
+what each envelope expected (a foreign-topic publish must be refused, nothing else may be). A device the broker
+does not let in (stale credentials) is reported, and its messages are skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from device_simulators.message import Envelope
-from device_simulators.publisher import Broker, Connection
+from device_simulators.publisher import Broker, ConnectError, Connection
 from device_simulators.tally import Tally
 
 
@@ -23,12 +24,14 @@ class PlayReport:
     acked: int = 0
     refused: int = 0
     unexpected: list[tuple[int, int]] = field(default_factory=list)
+    unconnected: list[str] = field(default_factory=list)
+    skipped: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     tally: Tally = field(default_factory=Tally)
 
     @property
     def as_expected(self) -> bool:
-        return not self.unexpected and self.acked == self.published
+        return not self.unexpected and not self.skipped and self.acked == self.published
 
 
 async def play(
@@ -41,13 +44,15 @@ async def play(
     client_prefix: str = "sim",
     drain_s: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    report: PlayReport | None = None,
 ) -> PlayReport:
     """Publishes each envelope from its sender's connection.
 
     With `speed` 0 everything goes out as fast as the windows allow; with `speed` k > 0 an envelope is sent
-    when (send_at - first send_at) / k real seconds have passed (k = 1 is real time).
+    when (send_at - first send_at) / k real seconds have passed (k = 1 is real time). Pass `report` to watch it
+    fill while the play runs.
     """
-    report = PlayReport()
+    report = report if report is not None else PlayReport()
     expected_denied: dict[int, bool] = {}
 
     def on_ack(index: int, reason: int, latency: float) -> None:
@@ -62,7 +67,13 @@ async def play(
         serial: Connection(f"{client_prefix}-{serial}", serial, passwords[serial], on_ack=on_ack, window=window)
         for serial in sorted({e.serial for e in envelopes})
     }
-    await asyncio.gather(*(c.connect(broker) for c in connections.values()))
+    outcomes = await asyncio.gather(*(c.connect(broker) for c in connections.values()), return_exceptions=True)
+    for (serial, _), failure in zip(list(connections.items()), outcomes, strict=True):
+        if isinstance(failure, ConnectError):
+            report.unconnected.append(serial)
+            del connections[serial]
+        elif isinstance(failure, BaseException):
+            raise failure
     try:
         started = time.monotonic()
         first = envelopes[0].send_at if envelopes else None
@@ -71,8 +82,12 @@ async def play(
                 delay = (env.send_at - first).total_seconds() / speed - (time.monotonic() - started)
                 if delay > 0:
                     await sleep(delay)
+            conn = connections.get(env.serial)
+            if conn is None:
+                report.skipped += 1
+                continue
             expected_denied[index] = env.expected.broker_denied
-            await connections[env.serial].publish(env.topic, env.payload, index)
+            await conn.publish(env.topic, env.payload, index)
             report.published += 1
             report.tally.sent += 1
             if env.fault is not None:

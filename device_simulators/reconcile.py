@@ -68,3 +68,40 @@ def reconcile(
         partial=partial,
         unexpected=unexpected,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the pipeline made of a run's devices since `since`: stored rows, refusals by reason, alerts."""
+
+    stored: int
+    refused: dict[str, int]
+    alerts: dict[str, int]
+
+
+def outcome(conn: psycopg.Connection[Any], serials: list[str], since: datetime) -> Outcome:
+    stored = conn.execute(
+        "SELECT count(*) FROM vital_readings r JOIN devices d ON d.id = r.device_id"
+        " WHERE d.serial = ANY(%s) AND r.received_at >= %s",
+        (serials, since),
+    ).fetchone()
+    refused = conn.execute(
+        "SELECT reason::text, count(*) FROM ingest_rejections WHERE claimed_serial = ANY(%s) AND received_at >= %s"
+        " GROUP BY 1 ORDER BY 2 DESC",
+        (serials, since),
+    ).fetchall()
+    alerts: list[tuple[str, int]] = []
+    if conn.execute("SELECT to_regclass('public.vital_alerts') IS NOT NULL").fetchone() == (True,):
+        alerts = conn.execute(
+            "SELECT vt.code || ' ' || a.direction || ' ' || a.severity"
+            " || CASE WHEN a.retrospective THEN ' (retrospective)' ELSE '' END, count(*)"
+            " FROM vital_alerts a JOIN vital_types vt ON vt.id = a.vital_type_id"
+            " WHERE a.created_at >= %s AND a.patient_id IN (SELECT da.patient_id FROM device_assignments da"
+            " JOIN devices d ON d.id = da.device_id WHERE d.serial = ANY(%s)) GROUP BY 1 ORDER BY 1",
+            (since, serials),
+        ).fetchall()
+    return Outcome(
+        stored=int(stored[0]) if stored else 0,
+        refused={str(reason): int(n) for reason, n in refused},
+        alerts={str(kind): int(n) for kind, n in alerts},
+    )

@@ -22,7 +22,7 @@ from device_simulators.vitals import VitalType
 @dataclass(frozen=True, slots=True)
 class ExpectedEpisode:
     vital: VitalType
-    direction: str  # "low" | "high" | "rising"
+    direction: str  # vital_alert_direction: "low" | "high" | "rise" | "fall"
     severity: str  # "warning" | "critical"
 
 
@@ -195,7 +195,7 @@ SCENARIOS: dict[str, Scenario] = {
             (DeviceKind.SCALE,),
             6,
             _weight_gain,
-            episodes=(ExpectedEpisode(VitalType.BODY_WEIGHT, "rising", "warning"),),
+            episodes=(ExpectedEpisode(VitalType.BODY_WEIGHT, "rise", "warning"),),
             symptoms=("rapid_weight_gain",),
         ),
         Scenario(

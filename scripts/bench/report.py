@@ -92,12 +92,13 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
         lines += [
             "Ingest alone (PROCESSOR_TRANSPORT=none), durable hand-off to the outbox included. Offered load above"
             " capacity queues in the broker; *sustained* = readings committed / (load time + time to drain the"
-            " backlog), and every reading sent must end up committed (lost).",
+            " backlog), and every reading sent must end up committed (lost). The maximum runs offer 125 % of the"
+            " best rate the sweep sustained (a bounded overload).",
             "",
             "| what | sustained readings/s | during load | lost | vs COPY ceiling | vs executemany |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        for key, label in (("one", "1-reading messages, max offered"), ("ten", "10-reading messages, max offered")):
+        for key, label in (("one", "1-reading messages, 125 % offered"), ("ten", "10-reading messages, 125 % offered")):
             runs = p.get(key, [])
             overall = [overall_rate(r) for r in runs]
             during = [r["readings_per_s"] for r in runs]

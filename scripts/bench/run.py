@@ -127,21 +127,27 @@ async def _pipeline(
     box: Sandbox, credentials: Path, devices: int, repeat: int, scale: float, p: dict[str, Any]
 ) -> None:
     """Throughput vs offered load (one pass), the maximum (repeated), then latency at 50 % and 90 % of it."""
-    p["sweep"] = {}
+    p["sweep"], best = {}, {}
     for readings, levels in SWEEP.items():
         p["sweep"][readings] = []
+        best[readings] = 0.0
         for rate in levels:
             _say(f"pipeline {readings}-reading messages offered at {rate:,} msg/s")
-            p["sweep"][readings].append(
-                await pipeline.sustained(box, credentials, devices, readings, 30 * scale, {}, rate=rate)
-            )
+            stage = await pipeline.sustained(box, credentials, devices, readings, 30 * scale, {}, rate=rate)
+            p["sweep"][readings].append(stage)
+            best[readings] = max(best[readings], report.overall_rate(stage) / readings)
+            # Saturated: more than two seconds of offered load left queued. Higher levels only grow the backlog.
+            if stage["backlog_at_end"] > 2 * rate * readings:
+                break
     p["one"], p["ten"] = [], []
     for run in range(repeat):
         for key, readings in (("one", 1), ("ten", 10)):
-            _say(f"pipeline {readings}-reading messages at max, run {run + 1}/{repeat}")
-            p[key].append(await pipeline.sustained(box, credentials, devices, readings, 60 * scale, {}))
+            # A bounded overload (125 % of the best seen) keeps the broker's backlog, and the drain, short.
+            rate = round(1.25 * best[readings])
+            _say(f"pipeline {readings}-reading messages offered at {rate:,} msg/s, run {run + 1}/{repeat}")
+            p[key].append(await pipeline.sustained(box, credentials, devices, readings, 60 * scale, {}, rate=rate))
     probe_fleet = box.provision("bench-probe", 1)
-    top = report.median([r["messages_per_s"] for r in p["one"]])
+    top = report.median([report.overall_rate(r) for r in p["one"]])
     p["latency"], p["latency_samples"] = {}, {}
     for share in (0.5, 0.9):
         _say(f"publish->commit latency at {share:.0%} of {top:,.0f} msg/s")

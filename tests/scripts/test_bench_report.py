@@ -76,8 +76,8 @@ def test_pipeline_rates_count_the_drain_of_the_backlog() -> None:
         "latency": {"50%": {"p50": 5.0, "p90": 9.0, "p99": 20.0, "p100": 30.0, "n": 100}},
     }
     text = report.render(results(pipeline), [])
-    assert "| 1-reading messages, max offered | 10,000 (1 run) | 8,000 (1 run) | 0 | 0.05 | 1.00 |" in text
-    assert "| 10-reading messages, max offered | 20,000 (1 run) |" in text
+    assert "| 1-reading messages, 125 % offered | 10,000 (1 run) | 8,000 (1 run) | 0 | 0.05 | 1.00 |" in text
+    assert "| 10-reading messages, 125 % offered | 20,000 (1 run) |" in text
     assert "p99 20.0 ms" in text
     assert "9,000 → 8,000 (10,000)" in text
 
