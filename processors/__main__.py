@@ -1,0 +1,68 @@
+"""`python -m processors <command>`: the processors' long-running services.
+
+python -m processors clock                  the inline runner's clock and change listener (ticks: missed
+                                            checks, silent devices, quiet-time clears); readings come from
+                                            ingest's relay in the ingest process
+python -m processors faust worker [...]     the Faust runner (any `faust` worker arguments, e.g. --without-web)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from processors.settings import ProcessorSettings
+
+
+async def _clock(settings: ProcessorSettings) -> None:
+    import asyncpg
+
+    from processors.contexts import ContextCache
+    from processors.inline import InlineProcessor
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    pool = await asyncpg.create_pool(
+        settings.database_url(), min_size=settings.pool_min_size, max_size=settings.pool_max_size
+    )
+    try:
+        processor = InlineProcessor(
+            pool,
+            settings.engine(),
+            contexts=ContextCache(ttl=settings.processor_context_ttl_s),
+            tick_batch=settings.processor_tick_batch,
+        )
+        await processor.run(stop, settings.processor_tick_interval_s)
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["faust"]:
+        # Faust parses its own command line (and configures its own logging).
+        from processors.faust_app import app
+
+        # Faust creates its data directory but not the directories above it.
+        Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
+        sys.argv = ["processors-faust", *args[1:]]
+        app.main()
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m processors", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("command", choices=["clock", "faust"])
+    parser.add_argument("--log-level", default="INFO")
+    parsed = parser.parse_args(args)
+    logging.basicConfig(level=parsed.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_clock(ProcessorSettings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
