@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench
+.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench delivery bench-delivery
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,3 +55,9 @@ demo: services seed  ## services, migrations, seed data and a check of the pipel
 
 bench: services migrate  ## benchmarks in a throw-away sandbox (fresh database, private broker): docs/benchmarks.md + plots
 	$(PY) -m scripts.bench.run
+
+delivery: migrate  ## the delivery service (notifications to care teams, escalation; metrics on :9110) in the foreground
+	$(PY) -m processors.delivery
+
+bench-delivery: services migrate  ## dispatcher throughput in a throw-away database (in-app + signed webhooks)
+	$(PY) -m scripts.bench.delivery
