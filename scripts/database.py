@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -33,13 +34,24 @@ class DatabaseSettings(MigrationSettings):
     def user(self, role: Role) -> str:
         return self.roles()[role]
 
-    def dsn(self, role: Role, dbname: str | None = None) -> str:
-        password = {
+    def password(self, role: Role) -> SecretStr:
+        return {
             "owner": self.postgres_admin_password,
             "ingest": self.postgres_ingest_password,
             "processor": self.postgres_processor_password,
             "app": self.postgres_password,
         }[role]
+
+    def url(self, role: Role) -> str:
+        """A postgresql:// URL, the form asyncpg takes."""
+        return (
+            f"postgresql://{quote(self.user(role), safe='')}:{quote(self.password(role).get_secret_value(), safe='')}"
+            f"@{self.postgres_host}:{self.postgres_port}/{quote(self.postgres_db, safe='')}"
+        )
+
+    def dsn(self, role: Role, dbname: str | None = None) -> str:
+        """A libpq key=value string, the form psycopg takes."""
+        password = self.password(role)
         return make_conninfo(
             host=self.postgres_host,
             port=self.postgres_port,
