@@ -126,6 +126,7 @@ def make_dispatcher(
         retry: RetryPolicy = RETRY,
         rates: dict[Channel, Rate] | None = None,
         config: DispatchConfig = CONFIG,
+        organization_id: UUID | None = None,
     ) -> Dispatcher:
         senders: dict[Channel, Sender] = {
             Channel.IN_APP: InAppSender(),
@@ -136,7 +137,7 @@ def make_dispatcher(
             Channel.PUSH: PushSender(http, receiver.url, timeout_s=5),
         }
         return Dispatcher(
-            DeliveryStore(pool, frozenset({org.id})),
+            DeliveryStore(pool, frozenset({organization_id or org.id})),
             senders,
             retry=retry,
             limits=RateLimits(rates or {}, clock.monotonic),
