@@ -4,6 +4,8 @@ python -m processors clock                  the inline runner's clock and change
                                             checks, silent devices, quiet-time clears); readings come from
                                             ingest's relay in the ingest process
 python -m processors faust worker [...]     the Faust runner (any `faust` worker arguments, e.g. --without-web)
+python -m processors delivery [...]         notifications to care teams and escalation (processors.delivery)
+python -m processors alerts list|show|ack|assign|resolve [...]   the alert lifecycle (processors.alerts_cli)
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = ["processors-faust", *args[1:]]
         app.main()
         return 0
+    if args[:1] == ["alerts"]:
+        from processors.alerts_cli import main as alerts_main
+
+        return alerts_main(args[1:])
+    if args[:1] == ["delivery"]:
+        from processors.delivery.__main__ import main as delivery_main
+
+        return delivery_main(args[1:])
     parser = argparse.ArgumentParser(prog="python -m processors", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("command", choices=["clock", "faust"])

@@ -157,7 +157,7 @@ def test_entry_point_runs_as_a_process(db: Conn, care_team: Team) -> None:
     patient, team = care_team
     alert = add_alert(db, patient)
     result = subprocess.run(
-        [sys.executable, "-m", "processors.alerts_cli", "ack", str(alert), "--json"],
+        [sys.executable, "-m", "processors", "alerts", "ack", str(alert), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
