@@ -224,7 +224,7 @@ async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, dura
     pending: dict[datetime, float] = {}
     latencies: list[float] = []
     stop = time.perf_counter() + duration
-    origin = datetime.now(UTC) - timedelta(seconds=1)
+    origin = (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=0)  # the wire keeps milliseconds
     seq = 0
 
     async def poll() -> None:
