@@ -86,22 +86,19 @@ def validate_message(obj: dict[str, Any], *, max_meta_bytes: int) -> Message | R
         sent_at = parse_timestamp(model.sent_at)
         if sent_at is None:
             return Rejection(RejectionReason.INVALID_MESSAGE, "sent_at: not RFC 3339 with an offset")
-    metadata: dict[str, Any] = {}
+    parts: list[str] = []
     if model.meta is not None:
-        problem = _check_json_text(model.meta)
-        if problem is not None:
-            return Rejection(RejectionReason.INVALID_MESSAGE, f"meta: {problem}")
-        size = len(json.dumps(model.meta, ensure_ascii=False, separators=(",", ":")).encode())
-        if size > max_meta_bytes:
-            return Rejection(RejectionReason.INVALID_MESSAGE, f"meta: {size} bytes serialized, limit {max_meta_bytes}")
-        metadata["meta"] = model.meta
+        meta = _meta_text(model.meta, max_meta_bytes)
+        if isinstance(meta, Rejection):
+            return meta
+        parts.append(f'"meta":{meta}')
     if sent_at is not None:
-        metadata["sent_at"] = sent_at.isoformat()
+        parts.append(f'"sent_at":"{sent_at.isoformat()}"')
     return Message(
         message_id=model.message_id,
         readings=tuple(ReadingInput(r.type, r.value, r.unit, r.measured_at) for r in model.readings),
         sent_at=sent_at,
-        metadata=json.dumps(metadata, separators=(",", ":")) if metadata else "{}",
+        metadata="{" + ",".join(parts) + "}",
     )
 
 
@@ -125,16 +122,21 @@ def _reason(error: Any) -> RejectionReason:
     return RejectionReason.INVALID_MESSAGE
 
 
-def _check_json_text(value: Any) -> str | None:
-    """Why PostgreSQL's jsonb would refuse this value (NUL characters, lone surrogates), or None."""
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _meta_text(meta: dict[str, Any], limit: int) -> str | Rejection:
+    """The meta object as compact JSON text that PostgreSQL's jsonb accepts (no NUL, no lone surrogates) and
+    that fits the limit, or the refusal."""
     try:
-        text = json.dumps(value, ensure_ascii=False)
+        text = _ENCODER.encode(meta)
+        size = len(text.encode("utf-8"))
     except RecursionError:
-        return "nested too deeply"
-    if "\\u0000" in text:
-        return "contains a NUL character"
-    try:
-        text.encode("utf-8")
+        return Rejection(RejectionReason.INVALID_MESSAGE, "meta: nested too deeply")
     except UnicodeEncodeError:
-        return "contains an unpaired surrogate"
-    return None
+        return Rejection(RejectionReason.INVALID_MESSAGE, "meta: contains an unpaired surrogate")
+    if "\\u0000" in text:
+        return Rejection(RejectionReason.INVALID_MESSAGE, "meta: contains a NUL character")
+    if size > limit:
+        return Rejection(RejectionReason.INVALID_MESSAGE, f"meta: {size} bytes serialized, limit {limit}")
+    return text
