@@ -75,6 +75,8 @@ class Metrics:
         self.partitions_created = Counter(
             "ingest_partitions_created_total", "vital_readings partitions created", registry=r
         )
+        self.received_readings = self.messages_received.labels("readings")
+        self.received_status = self.messages_received.labels("status")
         for reason in RejectionReason:
             (self.messages_refused if reason.refuses_message else self.readings_refused).labels(reason.value)
 

@@ -84,6 +84,7 @@ class Pipeline:
         self._pending: set[asyncio.Future[bool]] = set()
         # The service starts only once the database answered; a failed write clears this, a commit sets it.
         self.database_ok = True
+        metrics.queue_depth.set_function(self._inbound.qsize)
 
     @property
     def depth(self) -> int:
@@ -95,7 +96,6 @@ class Pipeline:
         self._pending.add(done)
         try:
             await self._inbound.put(Delivery(envelope, done))
-            self._metrics.queue_depth.set(self._inbound.qsize())
             return await done
         finally:
             self._pending.discard(done)
@@ -118,7 +118,6 @@ class Pipeline:
                     first_at = first_at if first_at is not None else self._monotonic()
                     while not self._policy.is_full(len(batch)) and not self._inbound.empty():
                         batch.append(self._inbound.get_nowait())
-                self._metrics.queue_depth.set(self._inbound.qsize())
                 if self._policy.is_due(len(batch), first_at, self._monotonic()):
                     await self._batches.put(batch)
                     batch, first_at = [], None

@@ -73,6 +73,7 @@ class Subscriber:
         self._inflight = 0
         self._backoff = Backoff(settings.ingest_reconnect_initial_s, settings.ingest_reconnect_max_s)
         self.connected = False
+        metrics.inflight.set_function(lambda: self._inflight)
 
     def _new_client(self) -> _Client:
         s = self._settings
@@ -183,11 +184,10 @@ class Subscriber:
             await self._closed.wait()
             return NOT_ACKNOWLEDGED
         self._inflight += 1
-        self._metrics.inflight.set(self._inflight)
         try:
             parsed = parse_topic(topic)
             if parsed is not None and parsed.kind == "status":
-                self._metrics.messages_received.labels("status").inc()
+                self._metrics.received_status.inc()
                 if self._status is None:
                     durable = True
                 else:
@@ -196,11 +196,10 @@ class Subscriber:
                         parsed.serial, payload, retained=retained, received_at=received_at
                     )
             else:
-                self._metrics.messages_received.labels("readings").inc()
+                self._metrics.received_readings.inc()
                 durable = await self._pipeline.submit(Envelope(topic, payload, received_at))
         finally:
             self._inflight -= 1
-            self._metrics.inflight.set(self._inflight)
         if durable:
             return SUCCESS
         await self._closed.wait()
