@@ -80,7 +80,6 @@ class IngestSettings(BaseSettings):
     ingest_last_seen_interval_s: float = Field(default=60.0, ge=0)
 
     # --- database ----------------------------------------------------------------------------------------------
-    ingest_db_pool_size: int = Field(default=4, ge=2)
     ingest_db_timeout_s: float = Field(default=30.0, gt=0)
     ingest_db_retry_max_s: float = Field(default=5.0, gt=0)
     ingest_partition_interval_s: float = Field(default=3600.0, gt=0)
