@@ -244,3 +244,29 @@ async def test_sigterm_stops_flushes_acknowledges_and_exits_within_the_grace_per
     await eventually(lambda: stored(db, device) == 3000, what="every message after the restart")
     assert seqs(db, device) == list(range(3000))
     assert restarted.proc is not None
+
+
+async def test_a_lost_broker_connection_is_restored_with_backoff_and_nothing_is_lost(
+    db: psycopg.Connection[Any],
+    ingest_settings: IngestSettings,
+    mqtt_device: MqttDeviceFactory,
+    patient: Patient,
+    ingest_process: Start,
+) -> None:
+    device = mqtt_device(assign_to=patient)
+    proxy = await TcpProxy(ingest_settings.mqtt_host, ingest_settings.mqtt_port).start()
+    try:
+        ingest = await ingest_process([device.serial], mqtt_port=proxy.port, ingest_reconnect_max_s=1).ready()
+        await publish(ingest_settings, device.serial, device.password, messages(100))
+        await eventually(lambda: stored(db, device) == 100)
+        await proxy.refuse()  # the connection drops and reconnects are refused
+        await publish(ingest_settings, device.serial, device.password, messages(200, start=100))
+        await asyncio.sleep(2.0)
+        assert (await ingest.get("/readyz"))[0] == 503
+        await proxy.start()
+        await eventually(lambda: stored(db, device) == 300, what="the queued 200 after reconnecting")
+        assert seqs(db, device) == list(range(300))
+        assert await ingest.metric("ingest_mqtt_reconnects_total") >= 2
+        assert (await ingest.get("/readyz"))[0] == 200
+    finally:
+        await proxy.close()
