@@ -9,16 +9,17 @@ INSERT ... SELECT FROM unnest(arrays) and executemany; a direct COPY would abort
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 
-from ingest.admission import AcceptedReading, Envelope, Limits, Verdict, judge, parse_envelope
+from ingest.admission import AcceptedReading, Envelope, Limits, Parsed, Verdict, judge, parse_envelope
 from ingest.database import STAGING_TABLE, as_ingest_error, load_devices
-from ingest.errors import DatabaseUnavailableError
+from ingest.errors import BatchRefusedError, DatabaseUnavailableError
 from ingest.event import ReadingEvent, event_of
 from ingest.identity import RecentIdentities, conflict_rejection, plan_batch
 from ingest.payload import claimed_serial
@@ -26,6 +27,7 @@ from ingest.rejection import Rejection, RejectionReason, safe_text
 from ingest.units import UnitRegistry
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 COLUMNS = (
     "id",
@@ -142,17 +144,22 @@ class Writer:
         only_reading: Sequence[int | None] | None,
         store_rejections: bool,
     ) -> Written:
-        parsed = [parse_envelope(e, self.limits) for e in envelopes]
+        parsed = self._pure(lambda: [parse_envelope(e, self.limits) for e in envelopes])
         serials = {p.serial for p in parsed if not isinstance(p, Rejection)}
         directory = await load_devices(conn, serials)
-        verdicts = []
-        for i, (envelope, result) in enumerate(zip(envelopes, parsed, strict=True)):
-            device = None if isinstance(result, Rejection) else directory.get(result.serial)
-            verdict = judge(envelope, result, device, self.units, self.limits)
-            if only_reading is not None and only_reading[i] is not None:
-                verdict = _restrict(verdict, only_reading[i])
-            verdicts.append(verdict)
-        plan = plan_batch(verdicts, self.recent)
+
+        def judged() -> list[Verdict]:
+            verdicts = []
+            for i, (envelope, result) in enumerate(zip(envelopes, parsed, strict=True)):
+                device = None if isinstance(result, Rejection) else directory.get(result.serial)
+                verdict = judge(envelope, result, device, self.units, self.limits)
+                if only_reading is not None and only_reading[i] is not None:
+                    verdict = _restrict(verdict, only_reading[i])
+                verdicts.append(verdict)
+            return verdicts
+
+        verdicts = self._pure(judged)
+        plan = self._pure(lambda: plan_batch(verdicts, self.recent))
         refused: list[list[Rejection]] = [list(v.rejections) for v in verdicts]
         for conflict in plan.conflicts:
             refused[conflict.verdict_index].append(conflict.rejection)
@@ -201,9 +208,22 @@ class Writer:
             outcomes.append(MessageOutcome(verdict, stored[i], duplicates, tuple(refused[i])))
         return Written(tuple(outcomes), tuple(event_of(r, self.units) for r in stored_rows), outbox_id)
 
+    @staticmethod
+    def _pure(step: Callable[[], _T]) -> _T:
+        """Runs a step of the pure core. It is fuzzed never to raise; if it does anyway (a bug), the batch is
+        refused as data so the pipeline isolates the message that triggers it instead of crash-looping on it."""
+        try:
+            return step()
+        except Exception as exc:
+            logger.exception("judging failed (a bug): the batch is isolated message by message")
+            raise BatchRefusedError(None, f"internal error while judging: {type(exc).__name__}") from exc
+
     async def refuse(self, conn: asyncpg.Connection, envelope: Envelope, rejection: Rejection) -> Written:
         """Stores a refusal of the whole message, decided outside the judge (e.g. PostgreSQL refused its data)."""
-        parsed = parse_envelope(envelope, self.limits)
+        try:
+            parsed: Parsed | Rejection = parse_envelope(envelope, self.limits)
+        except Exception:  # the refusal is stored anyway, without the parsed serial and id
+            parsed = rejection
         serial = None if isinstance(parsed, Rejection) else parsed.serial
         message_id = None if isinstance(parsed, Rejection) else parsed.message.message_id
         verdict = Verdict(envelope, serial, None, message_id, (), (rejection,))
