@@ -131,8 +131,10 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
                 + "; ".join(
                     f"{name} {u['cpu_percent']}% CPU, {u['peak_rss_mib']} MiB peak RSS"
                     for name, u in run["usage"].items()
+                    if not name.startswith("postgres")
                 )
-                + "."
+                + " (PostgreSQL's own CPU is not attributed yet: its processes are shared with other work on this"
+                " server)."
             )
             lines.append("")
     lines += [

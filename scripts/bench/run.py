@@ -171,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the volumes (a smoke run; numbers noisy)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     parser.add_argument("--page", type=Path, default=DOCS / "benchmarks.md")
+    parser.add_argument("--from-json", type=Path, default=None, help="only re-render the page from saved results")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        results = json.loads(args.from_json.read_text())
+        plots = report.plot(results, args.page.parent)
+        report.write_page(args.page, report.render(results, plots))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     started = time.monotonic()
     with sandbox() as box:
