@@ -1,0 +1,395 @@
+"""Fault scenarios under load. Each runs the fleet publisher (device_simulators, `meta.seq` per device) against a
+chaos stack while a fault task breaks something, then counts exactly what was lost and duplicated.
+
+Counting: `lost` is the number of messages the broker acknowledged to a device that never reached
+vital_readings (sent - stored - never acknowledged); `duplicated` the readings stored more than once for one
+(device, meta.seq, position) — the primary key makes it 0 unless identity is broken; `recovery` the seconds from
+the end of the fault until every acknowledged message was stored and handed to the processors (outbox empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from device_simulators.credentials import Fleet
+from device_simulators.fleet import FleetPlan, run_fleet
+from device_simulators.load import LoadMessages
+from device_simulators.provision import provision_fleet
+from device_simulators.publisher import Broker, ConnectError, Connection
+from device_simulators.reconcile import Reconciliation, reconcile
+from ingest.admission import Limits
+from ingest.broker_sync import sync_broker
+from ingest.settings import IngestSettings
+from scripts.chaos.service import ingest
+from scripts.chaos.stack import Stack
+
+
+@dataclass
+class Row:
+    """One line of the chaos table."""
+
+    scenario: str
+    load: str
+    faults: str
+    lost: int | None
+    duplicated: int | None
+    recovery_s: float | None
+    ok: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """A provisioned fleet on a running stack."""
+
+    stack: Stack
+    fleet: Fleet
+
+    @property
+    def serials(self) -> list[str]:
+        return [d.serial for d in self.fleet.devices]
+
+
+def ingest_settings(stack: Stack) -> IngestSettings:
+    return IngestSettings(
+        rpm_state_dir=stack.root, postgres_port=stack.pg_port, mqtt_port=stack.mqtt_port
+    )  # fmt: skip
+
+
+async def _accepted(fleet: Fleet, limit_s: float = 20.0) -> None:
+    """Waits until the broker (after a reload) accepts the newest device."""
+    last = fleet.devices[-1]
+    deadline = time.monotonic() + limit_s
+    while True:
+        conn = Connection(f"probe-{secrets.token_hex(3)}", last.serial, last.password, on_ack=lambda *_: None)
+        try:
+            await conn.connect(fleet.broker, limit_s=2)
+        except ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        await conn.close()
+        return
+
+
+async def provision(stack: Stack, devices: int, *, care_team: bool = False) -> Env:
+    """A fleet of `devices` patients with one device each, an active care plan and a heart-rate requirement that
+    the load's values (55-99 /min) never breach; with `care_team`, one nurse each (to count notifications)."""
+    broker = Broker("127.0.0.1", stack.mqtt_port)
+    with stack.connect() as conn:
+        org, fleet = provision_fleet(conn, f"chaos-{secrets.token_hex(3)}", devices, broker)
+        conn.execute(
+            "INSERT INTO care_plans (organization_id, patient_id, status, title, start_date)"
+            " SELECT organization_id, id, 'active', 'Chaos', current_date - 30 FROM patients"
+            " WHERE organization_id = %s",
+            (org,),
+        )
+        conn.execute(
+            "INSERT INTO vital_requirements (organization_id, patient_id, vital_type_id, version, effective_from,"
+            " warning_high, critical_high, cooldown_minutes)"
+            " SELECT organization_id, id, 1, 1, now() - interval '30 days', 120, 140, 600 FROM patients"
+            " WHERE organization_id = %s",
+            (org,),
+        )
+        if care_team:
+            rows = conn.execute("SELECT id FROM patients WHERE organization_id = %s", (org,)).fetchall()
+            for (patient_id,) in rows:
+                user = conn.execute(
+                    "INSERT INTO users (organization_id, email, password_hash, role, first_name, last_name)"
+                    " VALUES (%s, %s, 'x', 'provider', 'Nurse', 'Chaos') RETURNING id",
+                    (org, f"nurse-{secrets.token_hex(6)}@chaos.test"),
+                ).fetchone()
+                assert user is not None
+                provider = conn.execute(
+                    "INSERT INTO healthcare_providers (organization_id, user_id, provider_type)"
+                    " VALUES (%s, %s, 'nurse') RETURNING id",
+                    (org, user[0]),
+                ).fetchone()
+                assert provider is not None
+                conn.execute(
+                    "INSERT INTO patient_provider_assignments (organization_id, patient_id, provider_id, role,"
+                    " started_at) VALUES (%s, %s, %s, 'nurse', now() - interval '30 days')",
+                    (org, patient_id, provider[0]),
+                )
+    sync_broker(ingest_settings(stack))
+    await _accepted(fleet)
+    return Env(stack, fleet)
+
+
+@dataclass
+class Load:
+    """A fleet run in the background."""
+
+    env: Env
+    rate: float
+    duration_s: float
+    run_id: str = field(default_factory=lambda: f"chaos{secrets.token_hex(3)}")
+    task: asyncio.Task[dict[str, Any]] | None = None
+
+    def start(self) -> Load:
+        plan = FleetPlan(
+            run_id=self.run_id, rate=self.rate, duration_s=self.duration_s, window=2000, drain_timeout_s=180
+        )
+        passwords = [d.password for d in self.env.fleet.devices]
+        self.task = asyncio.create_task(
+            run_fleet(plan, self.env.serials, self.env.fleet.broker, device_passwords=passwords, progress=None)
+        )
+        return self
+
+    async def result(self) -> dict[str, Any]:
+        assert self.task is not None
+        return await self.task
+
+
+def count(env: Env, result: dict[str, Any]) -> tuple[Reconciliation, int]:
+    """The run reconciled against vital_readings, and readings stored twice for one (device, seq, position)."""
+    last_seq: dict[str, int] = result["last_seq"]
+    origin = datetime.fromisoformat(result["origin"])
+    span = LoadMessages("x", result["readings_per_message"], origin).span(max(last_seq.values(), default=0))
+    with env.stack.connect() as conn:
+        rec = reconcile(conn, result["run_id"], last_seq, result["readings_per_message"], origin, span)
+        row = conn.execute(
+            "SELECT count(*) - count(DISTINCT (device_id, metadata, measured_at)) FROM vital_readings"
+            " WHERE measured_at >= %s AND measured_at < %s AND metadata->'meta'->>'run' = %s",
+            (origin, origin + span + timedelta(seconds=1), result["run_id"]),
+        ).fetchone()
+    return rec, int(row[0]) if row else 0
+
+
+def outbox_rows(env: Env) -> int:
+    with env.stack.connect() as conn:
+        row = conn.execute("SELECT count(*) FROM ingest_outbox").fetchone()
+    return int(row[0]) if row else 0
+
+
+async def settle(
+    env: Env, result: dict[str, Any], fault_end: float, limit_s: float = 240.0
+) -> tuple[float | None, Reconciliation, int]:
+    """Waits until everything the broker acknowledged is stored and handed off; seconds since `fault_end`."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        rec, dup = await asyncio.to_thread(count, env, result)
+        handed_off = await asyncio.to_thread(outbox_rows, env) == 0
+        if rec.missing <= result["unacked"] and rec.partial == 0 and handed_off:
+            return time.monotonic() - fault_end, rec, dup
+        if time.monotonic() > deadline:
+            return None, rec, dup
+        await asyncio.sleep(0.5)
+
+
+def _load_text(result: dict[str, Any], env: Env) -> str:
+    return (
+        f"{result['sent']:,} msg, {len(env.serials)} devices, offered {result['sent_per_s']:,.0f}/s"
+        f" for {result['elapsed_s']:.0f}s"
+    )
+
+
+async def _finish(
+    name: str,
+    env: Env,
+    load: Load,
+    faults: str,
+    fault_end: float,
+    notes: list[str],
+    ok: bool = True,
+    settle_s: float = 240.0,
+) -> Row:
+    result = await load.result()
+    # Recovery counts from the later of the fault's end and the load's end: backlog, not remaining load.
+    recovery, rec, dup = await settle(env, result, max(fault_end, time.monotonic()), settle_s)
+    lost = max(0, rec.missing - result["unacked"]) + rec.partial
+    if result["unacked"]:
+        notes.append(f"{result['unacked']} publishes never acknowledged by the broker")
+    if recovery is None:
+        notes.append(f"not settled: {rec.missing} missing, outbox {outbox_rows(env)} rows")
+    good = ok and lost == 0 and dup == 0 and recovery is not None and result["refused"] == 0
+    return Row(name, _load_text(result, env), faults, lost, dup, recovery, good, notes)
+
+
+# --- scenarios ------------------------------------------------------------------------------------------------
+
+
+async def kill_ingest(env: Env, *, rate: float, duration_s: float, every_s: float) -> Row:
+    service = ingest(env.stack, ingest_mqtt_client_id="chaos-kill", ingest_mqtt_share_group="chaos-kill").start()
+    service.ready()
+    load = Load(env, rate, duration_s).start()
+    kills, ready_s = 0, []
+    started = time.monotonic()
+    try:
+        # The last kill comes as the load ends, so recovery measures the backlog it left.
+        while (kills + 1) * every_s <= duration_s:
+            await asyncio.sleep(max(0.0, started + (kills + 1) * every_s - time.monotonic()))
+            await asyncio.to_thread(service.kill)
+            kills += 1
+            service.start()
+            ready_s.append(await asyncio.to_thread(service.ready))
+        fault_end = time.monotonic()
+        notes = [f"restart to ready: max {max(ready_s, default=0):.1f}s"]
+        return await _finish("kill -9 ingest", env, load, f"{kills} x kill -9 ingest (every {every_s:g}s)",
+                             fault_end, notes)  # fmt: skip
+    finally:
+        service.close()
+
+
+async def _database_outage(
+    env: Env, name: str, fault: str, down: Callable[[], None], up: Callable[[], None], rate: float, outage_s: float
+) -> Row:
+    service = ingest(env.stack, ingest_mqtt_client_id=f"chaos-{name}", ingest_mqtt_share_group=f"chaos-{name}")
+    service.start().ready()
+    load = Load(env, rate, outage_s + 10).start()  # the load ends as the database comes back
+    try:
+        await asyncio.sleep(10)
+        await asyncio.to_thread(down)
+        await asyncio.sleep(3)  # a batch that committed just before the fault may still be acknowledged
+        acks_before = service.metric("ingest_acks_total")
+        await asyncio.sleep(outage_s - 3)
+        acks_during = service.metric("ingest_acks_total") - acks_before
+        rss = service.rss_mb()
+        await asyncio.to_thread(up)
+        fault_end = time.monotonic()
+        notes = [f"acks while down: {acks_during:.0f}", f"ingest RSS at end of outage {rss:.0f} MB"]
+        row = await _finish(name, env, load, fault, fault_end, notes, ok=acks_during == 0)
+        row.notes.append("ingest alive" if service.alive else "ingest exited")
+        return row
+    finally:
+        service.close()
+
+
+async def stop_database(env: Env, *, rate: float, outage_s: float) -> Row:
+    return await _database_outage(
+        env, "postgres-stop", f"PostgreSQL stopped {outage_s:g}s", env.stack.pg_stop, env.stack.pg_start, rate,
+        outage_s,
+    )  # fmt: skip
+
+
+async def pause_database(env: Env, *, rate: float, outage_s: float) -> Row:
+    return await _database_outage(
+        env, "postgres-pause", f"PostgreSQL SIGSTOP {outage_s:g}s", env.stack.pg_pause, env.stack.pg_resume, rate,
+        outage_s,
+    )  # fmt: skip
+
+
+async def broker_fault(env: Env, *, rate: float, kill: bool, share: str = "ingest") -> Row:
+    """Ingest goes offline (the broker queues for its session), then the broker restarts or is killed, then ingest
+    comes back. `share` is ingest's share group ("" for a plain subscription)."""
+    kind = "kill -9" if kill else "restart"
+    name = f"mosquitto {kind}, {'$share/' + share if share else 'plain'} subscription"
+    tag = f"broker-{'kill' if kill else 'restart'}-{share or 'plain'}"
+    service = ingest(env.stack, ingest_mqtt_client_id=f"chaos-{tag}", ingest_mqtt_share_group=share)
+    service.start().ready()
+    load = Load(env, rate, 20).start()
+    try:
+        await asyncio.sleep(6)
+        await asyncio.to_thread(service.stop)
+        await asyncio.sleep(6)
+        await asyncio.to_thread(env.stack.broker_kill if kill else env.stack.broker_restart)
+        if kill:
+            await asyncio.to_thread(env.stack.broker_start)
+        await asyncio.sleep(4)  # devices publish again before ingest is back
+        service.start()
+        await asyncio.to_thread(service.ready)
+        fault_end = time.monotonic()
+        notes = ["ingest offline t=6-16s; broker fault at t=12s; devices publish throughout"]
+        row = await _finish(name, env, load, f"mosquitto {kind} (persistence, autosave_interval 10s)", fault_end,
+                            notes)  # fmt: skip
+        result = await load.result()
+        dropped = result["reason_codes"].get("0x10", 0)
+        if dropped:
+            row.notes.append(f"{dropped} publishes acknowledged 0x10 'no matching subscribers': dropped by the broker")
+        if kill:
+            row.ok = row.duplicated == 0  # the loss is measured and documented, not forbidden
+            row.notes.append("kill -9 loses what arrived since the last autosave (<= 10s); docs/reliability.md")
+        return row
+    finally:
+        service.close()
+
+
+async def overload(env: Env, *, capacity_probe_s: float, duration_s: float) -> Row:
+    service = ingest(env.stack, ingest_mqtt_client_id="chaos-overload", ingest_mqtt_share_group="chaos-overload")
+    service.start().ready()
+    try:
+        probe = Load(env, 0, capacity_probe_s).start()
+        written0, t0 = service.metric("ingest_acks_total"), time.monotonic()
+        await probe.result()
+        capacity = (service.metric("ingest_acks_total") - written0) / (time.monotonic() - t0)
+        await settle(env, await probe.result(), time.monotonic())
+        load = Load(env, 2 * capacity, duration_s).start()
+        baseline = service.rss_mb()
+        peak, peak_depth = baseline, 0.0
+        while not load.task or not load.task.done():
+            await asyncio.sleep(1)
+            peak = max(peak, service.rss_mb())
+            peak_depth = max(peak_depth, service.metric("ingest_queue_depth_messages"))
+        fault_end = time.monotonic()
+        notes = [
+            f"capacity {capacity:,.0f} msg/s (acks), offered 2x",
+            f"ingest RSS {baseline:.0f} -> peak {peak:.0f} MB",
+            f"peak in-process queue {peak_depth:,.0f} msgs (bounded by INGEST_QUEUE_MAX)",
+        ]
+        return await _finish("overload 2x capacity", env, load, f"offered 2 x {capacity:,.0f} msg/s", fault_end, notes)
+    finally:
+        service.close()
+
+
+async def _send(env: Env, payloads: list[bytes]) -> None:
+    device = env.fleet.devices[0]
+    conn = Connection(f"poison-{secrets.token_hex(3)}", device.serial, device.password, on_ack=lambda *_: None)
+    await conn.connect(env.fleet.broker)
+    for i, payload in enumerate(payloads):
+        await conn.publish(f"devices/{device.serial}/readings", payload, i)
+    await conn.drain(60)
+    await conn.close()
+
+
+async def poison(env: Env, *, rate: float) -> Row:
+    """The hostile corpus mid-load (every message refused, none in the way), then the messages known to crash
+    the validator; ingest is restarted like a supervisor would (at most 3 times)."""
+    from tests.security import hostile
+
+    service = ingest(env.stack, ingest_mqtt_client_id="chaos-poison", ingest_mqtt_share_group="chaos-poison")
+    service.start().ready()
+    load = Load(env, rate, 20).start()
+    cases = hostile.corpus(now(), Limits())
+    harmless = [c.payload for c in cases if c.device == "assigned" and c.name not in hostile.KNOWN_DEFECTS]
+    crashing = [c.payload for c in cases if c.name in hostile.KNOWN_DEFECTS]
+    restarts = 0
+    try:
+        await asyncio.sleep(4)
+        await _send(env, harmless)
+        await asyncio.sleep(2)
+        await _send(env, crashing)
+        while load.task is not None and not load.task.done():
+            await asyncio.sleep(0.5)
+            if not service.alive and restarts < 3:
+                restarts += 1
+                service.start()
+        fault_end = time.monotonic()
+        notes = [f"{len(harmless)} hostile messages, then {len(crashing)} that crash the validator (known defect)"]
+        notes.append(f"ingest exited and was restarted {restarts}x; alive at the end: {service.alive}")
+        row = await _finish("poison messages", env, load, "hostile corpus + crashing messages mid-load", fault_end,
+                            notes, ok=restarts == 0, settle_s=20 if not service.alive else 240)  # fmt: skip
+        return row
+    finally:
+        service.close()
+
+
+SCENARIOS: dict[str, Callable[..., Awaitable[Row]]] = {
+    "kill-ingest": kill_ingest,
+    "stop-postgres": stop_database,
+    "pause-postgres": pause_database,
+    "restart-broker": broker_fault,
+    "kill-broker": broker_fault,
+    "overload": overload,
+    "poison": poison,
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
