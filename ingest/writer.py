@@ -1,9 +1,11 @@
 """Writes a batch in one transaction: readings (COPY into a session staging table, then INSERT ... ON CONFLICT DO
 NOTHING into vital_readings), refusals, and the outbox row for the hand-off to processors.
 
-Why staging + merge: COPY has no ON CONFLICT, and a redelivered message must add nothing. Measured on this machine
-(scripts/bench/ingest_write.py, docs/benchmarks.md) the merge keeps ~80 % of a direct COPY's rate and beats
-INSERT ... SELECT FROM unnest(arrays) and executemany; a direct COPY would abort the whole batch on one repeat.
+Why staging + merge: COPY has no ON CONFLICT (and PostgreSQL refuses COPY into vital_readings at all since it
+has row-level security), and a redelivered message must add nothing. Measured (scripts/bench/ingest_write.py,
+docs/benchmarks.md): the merge with RETURNING id is the fastest idempotent way that also says which rows were new
+and stays fast when a batch repeats stored identities (crash recovery); only then does one more query read the
+stored values of the repeats.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _MERGE = (
     f"INSERT INTO vital_readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE}"
     " ON CONFLICT DO NOTHING RETURNING id"
 )
+# The stored values of staged rows that were not inserted (their identity was stored before, by an earlier batch
+# or by a concurrent transaction that ON CONFLICT waited for; this new statement sees its commit).
 _EXISTING = (
     f"SELECT s.id, v.value FROM {STAGING_TABLE} s"
     " JOIN vital_readings v USING (device_id, vital_type_id, measured_at) WHERE s.id = ANY($1::uuid[])"
@@ -166,18 +170,17 @@ class Writer:
         stored = [0] * len(verdicts)
 
         async with conn.transaction():
-            inserted: set[UUID] = set()
             existing: dict[UUID, float] = {}
             if plan.rows:
                 await conn.copy_records_to_table(STAGING_TABLE, records=map(_record, plan.rows), columns=COLUMNS)
                 inserted = {row["id"] for row in await conn.fetch(_MERGE)}
-                missing = [r.id for r in plan.rows if r.id not in inserted]
-                if missing:
+                if len(inserted) != len(plan.rows):
+                    missing = [r.id for r in plan.rows if r.id not in inserted]
                     existing = {row["id"]: row["value"] for row in await conn.fetch(_EXISTING, missing)}
                     if len(existing) != len(missing):
-                        raise DatabaseUnavailableError("a reading was neither inserted nor found; retrying")
+                        raise DatabaseUnavailableError("readings neither inserted nor found; retrying the batch")
             for reading, verdict_index in zip(plan.rows, plan.row_verdicts, strict=True):
-                if reading.id in inserted:
+                if reading.id not in existing:
                     stored[verdict_index] += 1
                 elif existing[reading.id] != reading.value:
                     refused[verdict_index].append(conflict_rejection(reading, existing[reading.id]))
@@ -188,7 +191,7 @@ class Writer:
             ]
             if store_rejections and rejection_rows:
                 await conn.execute(_REJECTIONS, *_columns(rejection_rows, 11))
-            stored_rows = [r for r in plan.rows if r.id in inserted]
+            stored_rows = [r for r in plan.rows if r.id not in existing] if existing else list(plan.rows)
             outbox_id: int | None = None
             if stored_rows and self.destination is not None:
                 outbox_id = await conn.fetchval(
