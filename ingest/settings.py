@@ -70,7 +70,7 @@ class IngestSettings(BaseSettings):
     ingest_batch_max_age_s: float = Field(default=0.05, ge=0)
     # Messages received but not yet written (beyond it, the MQTT handler waits and the broker stops sending).
     ingest_queue_max: int = Field(default=20_000, ge=1)
-    ingest_writers: int = Field(default=2, ge=1, le=16)
+    ingest_writers: int = Field(default=4, ge=1, le=16)
     ingest_recent_identities: int = Field(default=200_000, ge=0)
     ingest_max_payload_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
     ingest_max_meta_bytes: int = Field(default=4 * 1024, ge=2)
