@@ -182,7 +182,9 @@ def seed_platform(conn: Conn, organization_slugs: Sequence[str], *, now: datetim
         _consent(conn, patient, now)
         days = local_days(now, patient.timezone)
         for schedule in schedules.get(patient.id, []):
-            events.extend((patient, e) for e in vital_checks(schedule, patient.timezone, days))
+            # Only checks still ahead or open: a check whose window closed before the seed ran was never asked
+            # of the patient, and must not reach the care team as a missed measurement.
+            events.extend((patient, e) for e in vital_checks(schedule, patient.timezone, days) if e.window_end > now)
         events.extend((patient, e) for e in other_events(patient, days))
     _insert_events(conn, events)
     _register_push_tokens(conn, organization_slugs)

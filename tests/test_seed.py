@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,12 @@ from tests import mqtt_probe
 
 @pytest.fixture
 def in_tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # The credentials file is written to the working directory; keep the developer's own file untouched.
-    monkeypatch.setattr(seed, "CREDENTIALS", tmp_path / "device_credentials.json")
+    # The credentials file is written to the working directory: work on a copy, so the developer's own file stays
+    # untouched and still matches the registry afterwards (a missing password would be rotated).
+    copy = tmp_path / "device_credentials.json"
+    if seed.CREDENTIALS.exists():
+        shutil.copy(seed.CREDENTIALS, copy)
+    monkeypatch.setattr(seed, "CREDENTIALS", copy)
     return tmp_path
 
 

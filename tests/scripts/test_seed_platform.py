@@ -50,8 +50,9 @@ def test_seeding_twice_adds_nothing_and_matches_plans_consents_and_schedules(db:
     first = seed_platform(db, [org.slug], now=NOW)
     second = seed_platform(db, [org.slug], now=NOW)
     assert first == second
-    # Per patient: 14 vital checks, 7 medication reminders, 1 follow-up.
-    assert first["scheduled_events"] == 2 * (14 + 7 + 1)
+    # Per patient: 13 vital checks (7 days x 2, less this morning's, whose window closed at 09:00 local, before
+    # the seed ran at noon: never asked of the patient, so never missed), 7 medication reminders, 1 follow-up.
+    assert first["scheduled_events"] == 2 * (13 + 7 + 1)
     assert first["patient_subscriptions"] == 3  # the first patient also has a cancelled, earlier one
     assert first["user_devices"] == 1  # patients only: every other one has the app
 
@@ -79,7 +80,13 @@ def test_seeding_twice_adds_nothing_and_matches_plans_consents_and_schedules(db:
         " WHERE patient_id = %s AND kind = 'vital_check' AND status = 'scheduled'",
         (first_patient.id,),
     ).fetchone()
-    assert checks == (14, 1, date(2026, 3, 5), date(2026, 3, 11))
+    assert checks == (13, 1, date(2026, 3, 5), date(2026, 3, 11))
+    today = db.execute(
+        "SELECT local_time FROM scheduled_events WHERE patient_id = %s AND kind = 'vital_check'"
+        " AND local_date = %s ORDER BY 1",
+        (first_patient.id, date(2026, 3, 5)),
+    ).fetchall()
+    assert today == [(time(20),)]
 
 
 def mrn(db: Conn, patient_id: UUID) -> str:
