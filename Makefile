@@ -50,8 +50,8 @@ pytest: install  ## the test suite only (services must be up)
 
 test: services migrate lint typecheck pytest  ## start services, migrate, lint, typecheck and run the tests
 
-demo: services seed  ## services, migrations, seed data and a check of the pipeline
-	$(PY) -m scripts.seed --check
+demo: services seed  ## fresh machine to a running pipeline: services, migrations, seed, the simulated fleet (<= 3 min), a summary
+	$(PY) -m scripts.demo
 
 bench: services migrate  ## benchmarks in a throw-away sandbox (fresh database, private broker): docs/benchmarks.md + plots
 	$(PY) -m scripts.bench.run
