@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -59,7 +59,8 @@ async def apply_batch(
             result = evaluate(state, event, context, config)
             outputs.extend(result.outputs)
             state = result.state
-        if state != stored.get(patient_id):
-            changed[patient_id] = state
+        before = stored.get(patient_id)
+        if state != before:
+            changed[patient_id] = replace(state, version=(0 if before is None else before.version) + 1)
     await write_outputs(conn, outputs)
     return BatchResult(outputs, changed)

@@ -36,6 +36,8 @@ class ProcessorSettings(BaseSettings):
     # Faust's stream.take: up to this many events per batch, waiting at most this long to fill it.
     processor_batch_max: int = Field(default=500, ge=1)
     processor_batch_within_s: float = Field(default=0.05, gt=0)
+    # A worker that dies without leaving its group keeps its partitions this long (Faust's default is 60 s).
+    processor_session_timeout_s: float = Field(default=10, ge=6)
 
     # The engine.
     processor_lateness_horizon_s: float = Field(default=900, gt=0)

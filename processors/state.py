@@ -80,3 +80,5 @@ class PatientState:
     vitals: dict[int, VitalState] = field(default_factory=dict)
     devices: dict[UUID, DeviceState] = field(default_factory=dict)
     seen: tuple[UUID, ...] = ()
+    # How many committed batches changed this state (the runners count; the engine does not look at it).
+    version: int = 0

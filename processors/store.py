@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -25,7 +25,15 @@ from processors.notifications import Notification
 from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
 from processors.symptoms import SymptomFlag
 
-__all__ = ["bootstrap_state", "load_states", "lock_patients", "reconcile", "save_states", "write_outputs"]
+__all__ = [
+    "bootstrap_state",
+    "load_states",
+    "lock_patients",
+    "newest_states",
+    "reconcile",
+    "save_states",
+    "write_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +120,8 @@ WHERE array_position('{missed,partial,late,completed}'::text[], adherence_record
    OR (adherence_records.status = EXCLUDED.status AND adherence_records.received_count < EXCLUDED.received_count)
 """
 _SAVE_STATE = """
-INSERT INTO processor_states (patient_id, state, updated_at) VALUES ($1, $2::jsonb, now())
-ON CONFLICT (patient_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+INSERT INTO processor_states (patient_id, state, version, updated_at) VALUES ($1, $2::jsonb, $3, now())
+ON CONFLICT (patient_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = now()
 """
 
 
@@ -148,7 +156,22 @@ async def load_states(conn: Connection, patient_ids: Collection[UUID]) -> dict[U
 
 
 async def save_states(conn: Connection, states: Iterable[PatientState]) -> None:
-    await conn.executemany(_SAVE_STATE, [(s.patient_id, dump_state(s).decode()) for s in states])
+    await conn.executemany(_SAVE_STATE, [(s.patient_id, dump_state(s).decode(), s.version) for s in states])
+
+
+async def newest_states(conn: Connection, cached: Mapping[UUID, PatientState | None]) -> dict[UUID, PatientState]:
+    """The current state of each patient: the cached one, unless the database holds a newer version (the cache
+    missed a write, e.g. a crash between a commit and the cache update); patients with neither are left out."""
+    rows = await conn.fetch(
+        "SELECT patient_id, version FROM processor_states WHERE patient_id = ANY($1::uuid[])", list(cached)
+    )
+    newer = [
+        r["patient_id"] for r in rows if (state := cached.get(r["patient_id"])) is None or r["version"] > state.version
+    ]
+    result = {p: s for p, s in cached.items() if s is not None}
+    if newer:
+        result.update(await load_states(conn, newer))
+    return result
 
 
 async def write_outputs(conn: Connection, outputs: Sequence[Output]) -> None:

@@ -61,7 +61,8 @@ class FaustRun:
             out.write(f"\n===== start {self.starts} =====\n".encode())
             out.flush()
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "processors", "faust", "worker", "--without-web", "--loglevel=warn",
+                sys.executable, "-m", "processors", "faust", "worker", "--without-web",
+                f"--loglevel={os.environ.get('TEST_FAUST_LOGLEVEL', 'warn')}",
                 cwd=ROOT, env=self.environment(), stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
@@ -141,6 +142,25 @@ async def produce(topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
         await producer.stop()
 
 
+async def progress(group: str, topic: str) -> dict[int, tuple[int | None, int]]:
+    """Per partition of `topic`: the group's committed offset (None: none yet) and the end offset."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP_SERVERS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP_SERVERS)
+    try:
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            await admin.start()
+            await consumer.start()
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            ends: Mapping[TopicPartition, int] = await consumer.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return {
+        tp.partition: (None if committed.get(tp) is None else committed[tp].offset, end) for tp, end in ends.items()
+    }
+
+
 async def committed_everything(group: str, topic: str) -> bool:
     """Whether the consumer group has committed every partition of `topic` up to its end."""
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP_SERVERS)
@@ -161,6 +181,6 @@ async def committed_everything(group: str, topic: str) -> bool:
 async def wait_committed(run: FaustRun, within: float) -> None:
     """Waits until the worker has committed every record produced so far to its topic."""
     async with asyncio.timeout(within):
-        while not await committed_everything(run.run_id, run.topic):  # noqa: ASYNC110 - polls Kafka
+        while not await committed_everything(run.run_id, run.topic):
             run.assert_running()
             await asyncio.sleep(0.5)

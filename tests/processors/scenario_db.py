@@ -97,6 +97,15 @@ def insert_reading(db: Conn, world: World, step: StepSpec) -> None:
 
 
 def database_outcome(db: Conn, world: World) -> Outcome:
+    """What the tables hold for the world's patient, read in one snapshot (a runner may be writing meanwhile)."""
+    db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return _outcome(db, world)
+    finally:
+        db.execute("COMMIT")
+
+
+def _outcome(db: Conn, world: World) -> Outcome:
     names = world.names()
     codes = {type_id: code for code, (type_id, _) in VITAL_TYPES.items()}
     alert_rows = db.execute(
