@@ -1,8 +1,10 @@
-"""The pipeline under load: `python -m ingest serve` in the sandbox, fed by the load generator.
+"""The pipeline under load: `python -m ingest serve` in the sandbox (one or more processes sharing the
+subscription), fed by the load generator.
 
-Measures sustained committed readings/s (1- and 10-reading messages, QoS 1, ack after commit), publish->commit
-latency percentiles at a fraction of that maximum (a probe device whose readings are polled for by primary key
-every 5 ms), and RSS/CPU of each process. Skipped, with the reason, while ingest has no `serve` command.
+Measures sustained committed readings/s (1- and 10-reading messages, QoS 1, ack after commit), optionally until
+the processors have taken every reading too, publish->commit latency percentiles at a fraction of that maximum (a
+probe device whose readings are polled for by primary key every 5 ms), and RSS/CPU of each process. Skipped, with
+the reason, while ingest has no `serve` command.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,13 +105,20 @@ def postgres_pids(box: Sandbox) -> list[int]:
 INGEST_CLIENT_ID = "bench-ingest-1"
 
 
-def start_ingest(box: Sandbox, extra_env: dict[str, str]) -> subprocess.Popen[bytes]:
+def ingest_client_id(index: int) -> str:
+    """The MQTT client id of the `index`-th ingest process (from 1): unique per process, one share group."""
+    return f"bench-ingest-{index}"
+
+
+def start_ingest(
+    box: Sandbox, extra_env: Mapping[str, str], client_id: str = INGEST_CLIENT_ID
+) -> subprocess.Popen[bytes]:
     """Starts `python -m ingest serve` in the sandbox; stop it with `stop_ingest`."""
-    log = (box.state_dir / "ingest.log").open("ab")
+    log = (box.state_dir / f"{client_id}.log").open("ab")
     env = {
         **box.env,
         "INGEST_METRICS_PORT": "0",
-        "INGEST_MQTT_CLIENT_ID": INGEST_CLIENT_ID,
+        "INGEST_MQTT_CLIENT_ID": client_id,
         "PROCESSOR_TRANSPORT": "none",
         **extra_env,
     }
@@ -126,16 +136,30 @@ async def stop_ingest(box: Sandbox, process: subprocess.Popen[bytes], client_id:
     await client.disconnect()
 
 
+# What a stage leaves behind: readings, refusals, the hand-off, and everything the processors wrote.
+_STAGE_TABLES = (
+    "ingest_rejections",
+    "ingest_outbox",
+    "vital_alerts",
+    "notifications",
+    "symptoms",
+    "processor_states",
+    "scheduled_events",
+    "adherence_records",
+)
+
+
 def truncate(box: Sandbox) -> None:
+    """Empties what the previous stage wrote (the sandbox's registry, care plans and requirements stay)."""
     with box.admin() as conn:
         tables = [
             r[0]
             for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename IN ('ingest_rejections', 'ingest_outbox', 'outbox', 'reading_outbox')"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(%s)",
+                (list(_STAGE_TABLES),),
             ).fetchall()
         ]
-        conn.execute("TRUNCATE " + ", ".join(["vital_readings", *tables]))
+        conn.execute("TRUNCATE " + ", ".join(["vital_readings", *tables]) + " CASCADE")
 
 
 async def committed(box: Sandbox) -> int:
@@ -146,31 +170,59 @@ async def committed(box: Sandbox) -> int:
         await conn.close()
 
 
+def _usage_summary(usage: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    postgres = [v for k, v in usage.items() if k.startswith("postgres")]
+    summary = {k: v for k, v in usage.items() if not k.startswith("postgres")}
+    summary["postgres (all)"] = {
+        "cpu_percent": round(sum(v["cpu_percent"] for v in postgres), 1),
+        "peak_rss_mib": round(sum(v["peak_rss_mib"] for v in postgres), 1),
+    }
+    return summary
+
+
+Backlog = Callable[[], Awaitable[int]]
+"""Readings committed but not yet taken by the processors (0 when there are none, or no processors)."""
+
+
 async def sustained(
     box: Sandbox,
     credentials: Path,
     devices: int,
     readings: int,
     duration: float,
-    extra_env: dict[str, str],
+    extra_env: Mapping[str, str],
     rate: float = 0,
+    *,
+    processes: int = 1,
+    messages: int | None = None,
+    backlog: Backlog | None = None,
+    watch_also: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Offers `rate` messages/s (0: as fast as the broker takes them) for `duration` s to a running ingest.
+    """Offers `rate` messages/s (0: as fast as the broker takes them) for `duration` s, or until `messages` were
+    sent, to `processes` ingest processes sharing the subscription.
 
     Throughput is what was committed while the load ran; then the backlog drains, and every reading sent must be
-    committed (`lost` counts those that never are, within 15 s of no progress).
+    committed (`lost` counts those that never are, within 15 s of no progress). With `backlog`, the drain also
+    waits for the processors to take every committed reading (`processed_seconds`, from the start of the load),
+    allowing 60 s without progress (the outbox relay leaves a deferred batch for a 30 s lease).
+    `watch_also` adds processes (name -> pid, e.g. a Faust worker) to the CPU/RSS report.
     """
     truncate(box)
-    ingest = start_ingest(box, extra_env)
+    ingests = [
+        (start_ingest(box, extra_env, ingest_client_id(i)), ingest_client_id(i)) for i in range(1, processes + 1)
+    ]
     watch = Watch()
     try:
         await asyncio.sleep(3)
-        if ingest.poll() is not None:
-            raise PipelineUnavailableError(f"ingest exited at start (see {box.state_dir / 'ingest.log'})")
-        watch.add("ingest", ingest.pid)
-        out = box.state_dir / f"sustained-{readings}-{int(rate)}.json"
+        for ingest, client_id in ingests:
+            if ingest.poll() is not None:
+                raise PipelineUnavailableError(f"ingest exited at start (see {box.state_dir / client_id}.log)")
+            watch.add("ingest" if processes == 1 else client_id, ingest.pid)
+        for name, pid in (watch_also or {}).items():
+            watch.add(name, pid)
+        out = box.state_dir / f"sustained-{readings}-{int(rate)}-{secrets.token_hex(2)}.json"
         publisher = start_publisher(
-            box, credentials, out, devices=devices, duration=duration, readings=readings, rate=rate
+            box, credentials, out, devices=devices, duration=duration, readings=readings, rate=rate, messages=messages
         )
         watch.add("load generator", publisher.pid)
         for pid in postgres_pids(box):
@@ -183,23 +235,31 @@ async def sustained(
         during = await committed(box)
         usage = watch.report(loaded)
         sent = result(out)
-        count, progress_at = during, time.perf_counter()
-        while count < sent["readings_sent"] and time.perf_counter() - progress_at < 15:
+        count, pending = during, await backlog() if backlog is not None else 0
+        progress_at = committed_at = time.perf_counter()
+        processed_at = progress_at if count >= sent["readings_sent"] and pending == 0 else None
+        patience = 15 if backlog is None else 60
+        while processed_at is None and time.perf_counter() - progress_at < patience:
             await asyncio.sleep(1.0)
+            watch.sample()
             latest = await committed(box)
+            left = await backlog() if backlog is not None else 0
+            now = time.perf_counter()
             if latest != count:
-                count, progress_at = latest, time.perf_counter()
-        drained = progress_at - started
+                committed_at = now
+            if (latest, left) != (count, pending):
+                count, pending, progress_at = latest, left, now
+            if count >= sent["readings_sent"] and pending == 0:
+                processed_at = now
+        drained = committed_at - started
+        whole = watch.report((processed_at or time.perf_counter()) - started)
     finally:
-        await stop_ingest(box, ingest)
-    postgres = [v for k, v in usage.items() if k.startswith("postgres")]
-    summary = {k: v for k, v in usage.items() if not k.startswith("postgres")}
-    summary["postgres (all)"] = {
-        "cpu_percent": round(sum(v["cpu_percent"] for v in postgres), 1),
-        "peak_rss_mib": round(sum(v["peak_rss_mib"] for v in postgres), 1),
-    }
-    return {
+        for ingest, client_id in ingests:
+            await stop_ingest(box, ingest, client_id)
+    summary = _usage_summary(usage)
+    stage: dict[str, Any] = {
         "readings_per_message": readings,
+        "ingest_processes": processes,
         "offered_messages_per_s": sent["sent_per_s"],
         "messages_sent": sent["sent"],
         "readings_sent": sent["readings_sent"],
@@ -212,6 +272,11 @@ async def sustained(
         "lost": sent["readings_sent"] - count,
         "usage": summary,
     }
+    if backlog is not None:
+        stage["usage_until_processed"] = _usage_summary(whole)
+        stage["unprocessed"] = pending
+        stage["processed_seconds"] = None if processed_at is None else round(processed_at - started, 2)
+    return stage
 
 
 async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, duration: float) -> list[float]:

@@ -34,6 +34,109 @@ def overall_rate(run: dict[str, Any]) -> float:
     return float(run["readings_committed"]) / seconds if seconds > 0 else 0.0
 
 
+def processed_rate(run: dict[str, Any]) -> float:
+    """Readings the processors took per second, from the start of the load until they took the last one."""
+    seconds = run.get("processed_seconds")
+    return float(run["readings_committed"]) / seconds if seconds else 0.0
+
+
+def _cpu(run: dict[str, Any], name: str) -> str:
+    usage = run.get("usage_until_processed", run["usage"]).get(name)
+    return "–" if usage is None else f"{usage['cpu_percent']:g}%"
+
+
+def _scaling_lines(p: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    procs = p.get("processes")
+    if procs:
+        one = median([overall_rate(r) for r in procs["one"]])
+        lines += [
+            "#### One vs two ingest processes (shared subscription `$share/ingest/devices/+/readings`)",
+            "",
+            "1-reading messages; one process offered 125 % of the 1-reading maximum above, two processes 250 % of it"
+            " (125 % of perfect scaling); runs alternate.",
+            "",
+            "| ingest processes | offered msg/s | sustained readings/s | during load | lost | vs one process |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for key, label in (("one", "1"), ("two", "2")):
+            runs = procs[key]
+            overall = [overall_rate(r) for r in runs]
+            lines.append(
+                f"| {label} | {median([r['offered_messages_per_s'] for r in runs]):,.0f} | {spread(overall)} |"
+                f" {spread([r['readings_per_s'] for r in runs])} | {sum(r['lost'] for r in runs)} |"
+                f" {_ratio(median(overall), one)} |"
+            )
+        lines.append("")
+    sizes = p.get("batch_sizes")
+    if sizes:
+        lines += [
+            "Batch size sweep (INGEST_BATCH_MAX_SIZE, messages per COPY transaction; 10-reading messages offered at"
+            f" {sizes[0]['offered_messages_per_s']:,.0f} msg/s, one pass; size → sustained readings/s, lost): "
+            + "; ".join(f"{r['batch_max_size']:,} → {overall_rate(r):,.0f} ({r['lost']})" for r in sizes)
+            + ".",
+            "",
+        ]
+    ages = p.get("batch_ages")
+    if ages:
+        lines += [
+            "Batch age sweep (INGEST_BATCH_MAX_AGE_S; publish→commit latency at 50 % of the 1-reading maximum, one"
+            " pass): " + "; ".join(f"{age} → p50 {v['p50']} ms, p99 {v['p99']} ms" for age, v in ages.items()) + ".",
+            "",
+        ]
+    return lines
+
+
+def _processors_lines(q: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Processors: inline vs Kafka (Faust), publish→notification latency",
+        "",
+        f"The load fleet's patients are monitored (care plan, heart-rate requirement, a nurse); a burst of"
+        f" {q['burst']:,} {q['readings_per_message']}-reading messages is offered at"
+        f" {q['offered_messages_per_s']:,.0f} msg/s. *Processed* = readings / time from the start of the load until"
+        " the processors took the last one (inline: the outbox is empty; Kafka: the outbox is empty and the Faust"
+        " group's committed offsets reach the topic's end — Faust commits every ~3 s). Clock ticks off.",
+        "",
+        "| processors | processed readings/s | ingest committed during load | lost | ingest CPU | Faust worker CPU"
+        " | vs inline |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    inline = median([processed_rate(r) for r in q["inline"]])
+    for key, label in (("inline", "inline (in the ingest process)"), ("kafka", "Kafka + Faust worker")):
+        runs = q.get(key, [])
+        if not runs:
+            continue
+        rates = [processed_rate(r) for r in runs]
+        lines.append(
+            f"| {label} | {spread(rates)} | {spread([r['readings_per_s'] for r in runs])} |"
+            f" {sum(r['lost'] for r in runs)} | {_cpu(runs[0], 'ingest')} | {_cpu(runs[0], 'faust worker')} |"
+            f" {_ratio(median(rates), inline)} |"
+        )
+    if q.get("kafka_skipped"):
+        lines.append(f"| Kafka + Faust worker | not measured: {q['kafka_skipped']} | | | | | |")
+    lines += [
+        "",
+        "CPU: first run, averaged from the start of the load until processed. Publish→notification latency:"
+        " a probe device of another monitored patient publishes 20 messages/s, each a breaching heart rate and"
+        " then a normal one (the episode opens, pages the nurse, clears); each page's `notifications` row and"
+        " each reading's row are polled for every 5 ms, while the load generator offers the given share of the"
+        " processors' maximum.",
+        "",
+        "| processors, load | publish→commit p50 / p90 / p99 | publish→notification p50 / p90 / p99 / max |"
+        " probes | not paged (retrospective) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for load, v in q.get("paging", {}).items():
+        c, g = v["commit"], v["page"]
+        lines.append(
+            f"| {load} of max | {c['p50']} / {c['p90']} / {c['p99']} ms |"
+            f" {g['p50']} / {g['p90']} / {g['p99']} / {g['p100']} ms | {v['sent']} |"
+            f" {v['unpaged']} ({v['retrospective']}) |"
+        )
+    lines.append("")
+    return lines
+
+
 def render(results: dict[str, Any], plots: Sequence[str]) -> str:
     m = results["machine"]
     c = results["ceilings"]
@@ -125,6 +228,7 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
                 f" {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['p100']} ms ({lat['n']} probes)."
             )
         lines.append("")
+        lines += _scaling_lines(p)
         for run in p.get("one", [])[:1]:
             lines.append(
                 "Resource use during the first 1-reading max run: "
@@ -137,11 +241,9 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
                 " server)."
             )
             lines.append("")
+    if results.get("processors"):
+        lines += _processors_lines(results["processors"])
     lines += [
-        "Not yet measured by the harness: inline vs Kafka processors, publish→notification latency, 1 vs 2 ingest"
-        " processes, batch-size sweep (slots in scripts/bench/pipeline.py; they need the ingest service and the"
-        " processors).",
-        "",
         *[f"![{Path(plot).stem}]({Path(plot).name})" for plot in plots],
         "",
         END,
@@ -180,6 +282,12 @@ def plot(results: dict[str, Any], directory: Path) -> list[str]:
             ("ingest 1/msg", median([r["readings_per_s"] for r in p.get("one", [])])),
             ("ingest 10/msg", median([r["readings_per_s"] for r in p.get("ten", [])])),
         ]
+    if p.get("processes"):
+        bars.append(("2 ingest processes 1/msg", median([overall_rate(r) for r in p["processes"]["two"]])))
+    q = results.get("processors") or {}
+    for key, label in (("inline", "inline processors"), ("kafka", "Kafka + Faust processors")):
+        if q.get(key):
+            bars.append((label, median([processed_rate(r) for r in q[key]])))
     written = []
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.barh([n for n, _ in bars], [v for _, v in bars], color="#4878a8")
@@ -227,6 +335,7 @@ def plot(results: dict[str, Any], directory: Path) -> list[str]:
 
     samples = {f"publish→PUBACK at {k}": v for k, v in results.get("ack_latency_samples", {}).items()}
     samples |= {f"publish→commit at {k}": v for k, v in p.get("latency_samples", {}).items()}
+    samples |= {f"publish→notification, {k}": v for k, v in q.get("paging_samples", {}).items()}
     if samples:
         fig, ax = plt.subplots(figsize=(8, 4))
         for label, values in samples.items():

@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from scripts.bench import baselines, ceilings, pipeline, report
+from scripts.bench import baselines, ceilings, handoff, pipeline, report, scaling
 from scripts.bench.load import result, start_publisher, write_fleet
 from scripts.bench.machine import describe
 from scripts.bench.sandbox import ROOT, Sandbox, sandbox
@@ -116,6 +116,8 @@ async def measure(box: Sandbox, repeat: int, quick: bool) -> dict[str, Any]:
         _say(f"pipeline skipped: {exc}")
     else:
         await _pipeline(box, credentials, devices, repeat, scale, p)
+        ten = report.median([report.overall_rate(r) for r in p["ten"]])
+        results["processors"] = await handoff.measure(box, fleet, credentials, repeat, scale, 1.25 * ten / 10)
     results["pipeline"] = p
     return results
 
@@ -126,7 +128,8 @@ SWEEP = {1: (2_000, 5_000, 10_000, 15_000, 20_000, 30_000), 10: (500, 1_000, 2_0
 async def _pipeline(
     box: Sandbox, credentials: Path, devices: int, repeat: int, scale: float, p: dict[str, Any]
 ) -> None:
-    """Throughput vs offered load (one pass), the maximum (repeated), then latency at 50 % and 90 % of it."""
+    """Throughput vs offered load (one pass), the maximum (repeated), latency at 50 % and 90 % of it, then one vs
+    two ingest processes (repeated) and the batch settings (one pass)."""
     p["sweep"], best = {}, {}
     for readings, levels in SWEEP.items():
         p["sweep"][readings] = []
@@ -163,6 +166,10 @@ async def _pipeline(
             await pipeline.stop_ingest(box, ingest)
         p["latency"][f"{share:.0%}"] = pipeline.latency_summary(latencies)
         p["latency_samples"][f"{share:.0%} of max"] = latencies
+    p["processes"] = await scaling.processes(box, credentials, devices, repeat, scale, top)
+    ten = report.median([report.overall_rate(r) for r in p["ten"]])
+    p["batch_sizes"] = await scaling.batch_sizes(box, credentials, devices, scale, ten)
+    p["batch_ages"] = await scaling.batch_ages(box, credentials, devices, scale, top, probe_fleet.devices[0])
 
 
 def main(argv: list[str] | None = None) -> int:

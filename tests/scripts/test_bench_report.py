@@ -104,3 +104,60 @@ def test_plots_are_written(tmp_path: Path) -> None:
         "benchmarks-latency.png",
     }
     assert all(Path(p).stat().st_size > 1000 for p in written)
+
+
+def processed(committed: int, seconds: float) -> dict[str, Any]:
+    return run(10, committed) | {
+        "processed_seconds": seconds,
+        "unprocessed": 0,
+        "usage_until_processed": {
+            "ingest": {"cpu_percent": 50.0, "peak_rss_mib": 120.0},
+            "faust worker": {"cpu_percent": 70.0, "peak_rss_mib": 90.0},
+        },
+    }
+
+
+def paging(p99: float, unpaged: int) -> dict[str, Any]:
+    commit = {"p50": 20.0, "p90": 30.0, "p99": 40.0, "p100": 50.0, "n": 100}
+    page = {"p50": 100.0, "p90": 200.0, "p99": p99, "p100": p99 + 1, "n": 100 - unpaged}
+    return {"commit": commit, "page": page, "sent": 100, "unpaged": unpaged, "retrospective": unpaged}
+
+
+def test_scaling_batch_settings_and_processors_are_reported_with_ratios() -> None:
+    one, two = run(1, 100_000), run(1, 180_000)  # 5,000 and 9,000 readings/s over 20 s
+    pipeline = {
+        "one": [one],
+        "ten": [run(10, 400_000)],
+        "processes": {"readings_per_message": 1, "one": [one], "two": [two]},
+        "batch_sizes": [run(10, 200_000) | {"batch_max_size": 100}, run(10, 300_000) | {"batch_max_size": 2000}],
+        "batch_ages": {"5 ms": {"p50": 3.0, "p90": 4.0, "p99": 9.0, "p100": 12.0, "n": 50}},
+    }
+    processors = {
+        "readings_per_message": 10,
+        "offered_messages_per_s": 2000.0,
+        "burst": 4000,
+        "inline": [processed(40_000, 40.0)],
+        "kafka": [processed(40_000, 20.0)],
+        "paging": {"inline 50%": paging(900.0, 0), "Kafka 50%": paging(1500.0, 2)},
+    }
+    text = report.render(results(pipeline) | {"processors": processors}, [])
+    assert "| 1 | 9,000 | 5,000 (1 run) | 8,000 (1 run) | 0 | 1.00 |" in text
+    assert "| 2 | 9,000 | 9,000 (1 run) | 8,000 (1 run) | 0 | 1.80 |" in text
+    assert "100 → 10,000 (0); 2,000 → 15,000 (0)" in text
+    assert "5 ms → p50 3.0 ms, p99 9.0 ms" in text
+    assert "| inline (in the ingest process) | 1,000 (1 run) | 8,000 (1 run) | 0 | 50% | 70% | 1.00 |" in text
+    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 50% | 70% | 2.00 |" in text
+    assert "| Kafka 50% of max | 20.0 / 30.0 / 40.0 ms | 100.0 / 200.0 / 1500.0 / 1501.0 ms | 100 | 2 (2) |" in text
+
+
+def test_kafka_skipped_is_said() -> None:
+    processors = {
+        "readings_per_message": 10,
+        "offered_messages_per_s": 2000.0,
+        "burst": 4000,
+        "inline": [processed(40_000, 40.0)],
+        "kafka_skipped": "Kafka on 127.0.0.1:19092 does not answer",
+        "paging": {},
+    }
+    text = report.render(results({"one": [run(1, 1000)], "ten": [run(10, 1000)]}) | {"processors": processors}, [])
+    assert "| Kafka + Faust worker | not measured: Kafka on 127.0.0.1:19092 does not answer |" in text
