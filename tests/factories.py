@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -192,6 +192,21 @@ def create_requirement(
     placeholders = ", ".join(["%s"] * len(values))
     query = f"INSERT INTO vital_requirements ({', '.join(columns)}) VALUES ({placeholders}) RETURNING id"
     return UUID(str(_one(conn, query, values)))
+
+
+def create_template_requirements(
+    conn: Conn, patient: Patient, template_code: str, *, care_plan_id: UUID | None = None
+) -> list[UUID]:
+    """The requirements a care plan template starts from (care_plan_templates.default_requirements), as the
+    patient's: one version per vital type, effective for the last 30 days."""
+    defaults = _one(conn, "SELECT default_requirements FROM care_plan_templates WHERE code = %s", (template_code,))
+    created = []
+    for req in defaults:
+        rule = {k: v for k, v in req.items() if k != "vital_type"}
+        if "expected_times" in rule:
+            rule["expected_times"] = [time.fromisoformat(t) for t in rule["expected_times"]]
+        created.append(create_requirement(conn, patient, req["vital_type"], care_plan_id=care_plan_id, **rule))
+    return created
 
 
 def vital_type_id(conn: Conn, code: str) -> int:

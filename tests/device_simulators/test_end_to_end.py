@@ -4,19 +4,10 @@ exactly the readings the simulator expects are stored, and every refusal it expe
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import secrets
-import subprocess
-import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import gmqtt
 import psycopg
-import pytest
 
 from device_simulators.fault import FaultKind, FaultPlan, inject
 from device_simulators.player import play
@@ -24,54 +15,8 @@ from device_simulators.publisher import Broker
 from device_simulators.scenario import SCENARIOS, run_scenario
 from ingest.settings import IngestSettings
 from tests.conftest import MqttDeviceFactory
+from tests.device_simulators.conftest import IngestFor, until
 from tests.factories import Patient
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def ingest_for(ingest_settings: IngestSettings, tmp_path: Path) -> Iterator[Any]:
-    """Starts an ingest process that owns only the given devices' topics (its own persistent session)."""
-    started: list[tuple[subprocess.Popen[bytes], str]] = []
-    logs: list[Any] = []
-
-    def start(*serials: str) -> None:
-        client_id = f"test-e2e-{secrets.token_hex(4)}"
-        env = {
-            **os.environ,
-            "INGEST_MQTT_CLIENT_ID": client_id,
-            "INGEST_MQTT_READINGS_FILTERS": json.dumps([f"devices/{s}/readings" for s in serials]),
-            "INGEST_MQTT_STATUS_FILTERS": "[]",
-            "INGEST_METRICS_PORT": "0",
-            "PROCESSOR_TRANSPORT": "none",
-        }
-        log = (tmp_path / "ingest.log").open("ab")
-        logs.append(log)
-        cmd = [sys.executable, "-m", "ingest", "--log-level", "WARNING", "serve"]
-        started.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), client_id))
-
-    yield start
-    for process, client_id in started:
-        process.terminate()
-        process.wait(30)
-        asyncio.run(_end_session(ingest_settings, client_id))
-    for log in logs:
-        log.close()
-
-
-async def _end_session(settings: IngestSettings, client_id: str) -> None:
-    client = gmqtt.Client(client_id, clean_session=True)
-    client.set_auth_credentials(settings.mqtt_ingest_user, settings.mqtt_ingest_password.get_secret_value())
-    await client.connect(settings.mqtt_host, settings.mqtt_port, version=gmqtt.constants.MQTTv50)
-    await client.disconnect()
-
-
-async def _until(predicate: Any, limit_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + limit_s
-    for _ in range(int(limit_s / 0.2) + 1):
-        if predicate() or asyncio.get_running_loop().time() > deadline:
-            return
-        await asyncio.sleep(0.2)
 
 
 async def test_faulty_scenario_is_stored_and_refused_exactly_as_expected(
@@ -79,7 +24,7 @@ async def test_faulty_scenario_is_stored_and_refused_exactly_as_expected(
     mqtt_device: MqttDeviceFactory,
     patient: Patient,
     ingest_settings: IngestSettings,
-    ingest_for: Any,
+    ingest_for: IngestFor,
 ) -> None:
     cuff, other = mqtt_device(kind="bp_cuff", assign_to=patient), mqtt_device()
     scenario = SCENARIOS["hypertensive_crisis"]
@@ -129,7 +74,7 @@ async def test_faulty_scenario_is_stored_and_refused_exactly_as_expected(
         ).fetchall()
         return {r[0] for r in rows}
 
-    await _until(lambda: stored() >= expected_stored and reasons() >= expected_reasons, 30)
+    await until(lambda: stored() >= expected_stored and reasons() >= expected_reasons, 30)
     await asyncio.sleep(1)  # nothing more may arrive
     assert stored() == expected_stored
     assert reasons() == expected_reasons
