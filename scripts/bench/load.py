@@ -30,8 +30,11 @@ def start_publisher(
     messages: int | None = None,
     readings: int = 1,
     window: int = 1000,
+    multiplex: int = 0,
 ) -> subprocess.Popen[bytes]:
-    """`python -m device_simulators fleet …` against the sandbox broker; its JSON result lands in `out`."""
+    """`python -m device_simulators fleet …` against the sandbox broker; its JSON result lands in `out`.
+
+    With `multiplex` N > 0 the devices share N connections as the sandbox's load-generator user."""
     cmd = [
         sys.executable,
         "-m",
@@ -53,8 +56,12 @@ def start_publisher(
     if messages is not None:
         cmd += ["--messages", str(messages)]
     env = {**box.env, "DEVICE_CREDENTIALS_FILE": str(credentials)}
-    log = (box.state_dir / f"{out.stem}.log").open("wb")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if multiplex > 0:
+        identity = box.loadgen()
+        cmd += ["--multiplex", str(multiplex)]
+        env |= {"MQTT_LOADGEN_USER": identity.username, "MQTT_LOADGEN_PASSWORD": identity.password}
+    with (box.state_dir / f"{out.stem}.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def result(out: Path) -> dict[str, Any]:

@@ -114,7 +114,6 @@ def start_ingest(
     box: Sandbox, extra_env: Mapping[str, str], client_id: str = INGEST_CLIENT_ID
 ) -> subprocess.Popen[bytes]:
     """Starts `python -m ingest serve` in the sandbox; stop it with `stop_ingest`."""
-    log = (box.state_dir / f"{client_id}.log").open("ab")
     env = {
         **box.env,
         "INGEST_METRICS_PORT": "0",
@@ -122,7 +121,8 @@ def start_ingest(
         "PROCESSOR_TRANSPORT": "none",
         **extra_env,
     }
-    return subprocess.Popen(ingest_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (box.state_dir / f"{client_id}.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(ingest_command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def stop_ingest(box: Sandbox, process: subprocess.Popen[bytes], client_id: str = INGEST_CLIENT_ID) -> None:

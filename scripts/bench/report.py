@@ -169,6 +169,15 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
         f"| broker → paho-mqtt subscriber, QoS 1 (msg/s) | {spread(c['paho_receive'])} |",
         f"| load generator → broker, QoS 1 acknowledged (msg/s, {c['publisher_devices']} device connections) |"
         f" {spread(c['publisher'])} |",
+        *(
+            [
+                "| the same, multiplexed: 4 connections as the sandbox's load-generator user (msg/s) |"
+                f" {spread(c['publisher_multiplexed'])} |",
+                f"| broker → gmqtt subscriber while multiplexed (msg/s) | {spread(c['gmqtt_receive_multiplexed'])} |",
+            ]
+            if c.get("publisher_multiplexed")
+            else []
+        ),
         "",
         f"The real table's indexes cost {_ratio(copy_raw, copy_real)}× against the unindexed copy; gmqtt receives"
         f" {_ratio(median(c['gmqtt_receive']), median(c['paho_receive']))}× what paho does.",

@@ -46,6 +46,8 @@ async def measure(box: Sandbox, repeat: int, quick: bool) -> dict[str, Any]:
         "gmqtt_receive": [],
         "paho_receive": [],
         "publisher": [],
+        "gmqtt_receive_multiplexed": [],
+        "publisher_multiplexed": [],
     }
     ceilings.prepare_unindexed(box)
     for run in range(repeat):
@@ -66,6 +68,25 @@ async def measure(box: Sandbox, repeat: int, quick: bool) -> dict[str, Any]:
             )
         )
         c["publisher"].append(result(out)["sent_per_s"])
+        _say(f"broker -> gmqtt, multiplexed load generator, run {run + 1}/{repeat}")
+        out = box.state_dir / f"raw-gmqtt-mux-{run}.json"
+        c["gmqtt_receive_multiplexed"].append(
+            await ceilings.gmqtt_receive(
+                box,
+                messages,
+                partial(
+                    start_publisher,
+                    box,
+                    credentials,
+                    out,
+                    devices=devices,
+                    duration=600,
+                    messages=messages,
+                    multiplex=4,
+                ),
+            )
+        )
+        c["publisher_multiplexed"].append(result(out)["sent_per_s"])
         _say(f"broker -> paho, run {run + 1}/{repeat}")
         out = box.state_dir / f"raw-paho-{run}.json"
         paho_messages = messages // 3

@@ -1,6 +1,9 @@
 """A private, throw-away copy of the system for one benchmark run: its own database (fresh migrations, so every
 table starts empty) and its own Mosquitto on another loopback port, both removed at the end. Nothing the
 developers' services hold is touched, and the run's numbers never mix with test data.
+
+Only the sandbox's broker may have a load-generator user (`Sandbox.loadgen`): one identity allowed to publish on
+every device's readings topic, for the fleet's multiplexed mode. The project's broker never gets one.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ import psycopg
 
 from device_simulators.credentials import Fleet
 from device_simulators.device import DeviceKind
+from device_simulators.fleet import Identity
 from device_simulators.provision import provision_fleet
 from device_simulators.publisher import Broker
-from ingest.broker_auth import verify_password
-from ingest.broker_sync import sync_broker
+from ingest.broker_auth import BrokerUser, hash_password, new_secret, verify_password, write_atomically
+from ingest.broker_sync import reload_broker, sync_broker
 from ingest.settings import IngestSettings
 from migrations.runner import migrate
 from migrations.settings import MigrationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
+LOADGEN_USER = "bench-loadgen"
+LOADGEN_TOPICS = ("devices/+/readings",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +81,39 @@ class Sandbox:
         """`count` devices assigned to `count` patients; the sandbox broker accepts them when this returns."""
         with self.admin() as conn:
             _, fleet = provision_fleet(conn, prefix, count, self.broker, kind=kind)
-        sync_broker(self.ingest)
+        self.sync_broker()
         _wait_for_login(self.state_dir / "mosquitto" / "passwd", fleet.devices[-1].serial, fleet.devices[-1].password)
         time.sleep(0.3)  # the SIGHUP reload is asynchronous
         return fleet
+
+    def loadgen(self) -> Identity:
+        """The sandbox broker's load-generator user (created on first use): it may publish on every device's
+        readings topic and nothing else. For `python -m device_simulators fleet --multiplex N` (MQTT_LOADGEN_*)."""
+        secret = self.state_dir / "loadgen.secret"
+        if not secret.exists():
+            secret.touch(mode=0o600)
+            secret.write_text(new_secret())
+            self.sync_broker()
+            _wait_for_login(self.state_dir / "mosquitto" / "passwd", LOADGEN_USER, secret.read_text())
+            time.sleep(0.3)
+        return Identity(LOADGEN_USER, secret.read_text())
+
+    def sync_broker(self, *, reload: bool = True) -> None:
+        """The registry's password file and ACL for the sandbox broker, plus the load-generator user if there is
+        one, then a reload."""
+        broker_dir = self.ingest.broker_dir
+        if not broker_dir.is_relative_to(self.state_dir):
+            raise RuntimeError(f"{broker_dir} is not the sandbox's broker")
+        sync_broker(self.ingest, reload=False)
+        secret = self.state_dir / "loadgen.secret"
+        if secret.exists():
+            user = BrokerUser(LOADGEN_USER, hash_password(secret.read_text()), write=LOADGEN_TOPICS)
+            passwd, acl = broker_dir / "passwd", broker_dir / "acl"
+            write_atomically(passwd, passwd.read_text() + f"{user.username}:{user.password_hash}\n")
+            lines = [f"\nuser {user.username}", *(f"topic write {t}" for t in user.write)]
+            write_atomically(acl, acl.read_text() + "\n".join(lines) + "\n")
+        if reload:
+            reload_broker(self.ingest)
 
 
 def _wait_for_login(passwd: Path, serial: str, password: str, limit_s: float = 10.0) -> None:
@@ -104,7 +139,7 @@ def _start_broker(box: Sandbox) -> int:
         .replace("@HOST@", box.broker.host)
         .replace("@PORT@", str(box.broker.port))
     )
-    sync_broker(box.ingest, reload=False)
+    box.sync_broker(reload=False)
     subprocess.run(["chown", "-R", "mosquitto:mosquitto", str(base)], check=True)
     base.chmod(0o750)
     subprocess.run([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf), "-d"], check=True)

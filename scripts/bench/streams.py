@@ -146,9 +146,9 @@ def start_faust(box: Sandbox, stream: Stream, extra_env: Mapping[str, str] | Non
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }
-    log = (box.state_dir / f"{stream.app_id}.log").open("ab")
     cmd = [sys.executable, "-m", "processors", "faust", "worker", "--without-web", "--loglevel=warn"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    with (box.state_dir / f"{stream.app_id}.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(worker: subprocess.Popen[bytes], progress: Progress, limit_s: float = 90.0) -> float:

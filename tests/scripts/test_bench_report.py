@@ -161,3 +161,13 @@ def test_kafka_skipped_is_said() -> None:
     }
     text = report.render(results({"one": [run(1, 1000)], "ten": [run(10, 1000)]}) | {"processors": processors}, [])
     assert "| Kafka + Faust worker | not measured: Kafka on 127.0.0.1:19092 does not answer |" in text
+
+
+def test_the_multiplexed_load_generator_is_reported_when_measured() -> None:
+    measured = results({"skipped": "n/a"})
+    assert "multiplexed" not in report.render(measured, [])
+    measured["ceilings"] |= {"publisher_multiplexed": [60_000.0], "gmqtt_receive_multiplexed": [30_000.0]}
+    text = report.render(measured, [])
+    row = "| the same, multiplexed: 4 connections as the sandbox's load-generator user (msg/s) | 60,000 (1 run) |"
+    assert row in text
+    assert "| broker → gmqtt subscriber while multiplexed (msg/s) | 30,000 (1 run) |" in text
