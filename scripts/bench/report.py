@@ -147,7 +147,9 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
     lines = [
         BEGIN,
         "",
-        f"## Run of {results['started_at']} (`make bench`, {results['repeat']} repetitions, medians)",
+        f"## Run of {results['started_at']} (`make bench`, {results['repeat']} repetitions, medians"
+        + (f"; {results['seconds'] / 60:.0f} minutes" if results.get("seconds") else "")
+        + ")",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}; Python {m['python']},"
         f" PostgreSQL {m['postgresql']}, Mosquitto {m['mosquitto']};"

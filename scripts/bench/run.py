@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from scripts.bench.sandbox import ROOT, Sandbox, sandbox
 
 logger = logging.getLogger("bench")
 DOCS = ROOT / "docs"
+# The raw results of the last run (outside the repository), for `--from-json` re-renders of the page.
+LAST_RESULTS = Path(os.environ.get("RPM_STATE_DIR", "/var/tmp/rpm-telemetry")) / "bench-results.json"
 
 
 def _say(text: str) -> None:
@@ -197,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench.run")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a tenth of the volumes (a smoke run; numbers noisy)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--json", type=Path, default=LAST_RESULTS, help=f"also write the raw results here (default {LAST_RESULTS})"
+    )
     parser.add_argument("--page", type=Path, default=DOCS / "benchmarks.md")
     parser.add_argument("--from-json", type=Path, default=None, help="only re-render the page from saved results")
     args = parser.parse_args(argv)
