@@ -5,10 +5,12 @@
 Configured from `ProcessorSettings` (environment / .env) when imported. One agent takes batches of events
 (`stream.take_events`), groups them by patient (Kafka keeps each patient's events in order within its partition),
 and runs the same batch step as the inline runner in one database transaction. The per-patient engine state
-lives in a Faust table (`patient-states`, changelog-backed, co-partitioned with the readings topic); it is
-written only after the database commit, so on any crash the changelog is never ahead of the database, and the
-events that Kafka delivers again are either recognised (the state saw them) or evaluated again from an older
-state to the very same idempotent outputs. Kafka transactions are not used: processing_guarantee=at_least_once.
+lives in a Faust table (`patient-states`, changelog-backed, co-partitioned with the readings topic), so a batch
+needs no state read from the database. The database keeps the authoritative copy (`processor_states`, written in
+the same transaction as the outputs, with a version); the table is updated only after the commit. After a crash
+between the two, the table is older than the database: the version check (one small query per batch) notices
+and takes the database's copy, so the events Kafka delivers again are recognised as seen and nothing is written
+twice. Kafka transactions are not used: processing_guarantee=at_least_once with idempotent outputs.
 
 Ticks travel on the same topic as `{"tick": ...}` records keyed by patient id: the leader worker's timer
 produces one per monitored patient every `processor_tick_interval_s` (0: none; tests produce their own).
@@ -18,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +31,9 @@ from uuid import UUID
 import asyncpg
 import faust
 import mode
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from mode.utils import logging as mode_logging
 
 from processors.batch import apply_batch
 from processors.codec import dump_state, load_state
@@ -35,8 +43,9 @@ from processors.events import CommittedReading, Event, Tick, decode_event, encod
 from processors.listener import listen
 from processors.settings import ProcessorSettings
 from processors.state import PatientState
+from processors.store import lock_patients, newest_states, save_states
 
-__all__ = ["app", "readings", "states"]
+__all__ = ["EXIT_STALLED", "app", "readings", "states"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ app = faust.App(
     topic_partitions=settings.processor_topic_partitions,
     # Events produced before the group's first assignment are still to be judged.
     consumer_auto_offset_reset="earliest",
+    broker_session_timeout=settings.processor_session_timeout_s,
+    broker_heartbeat_interval=min(3.0, settings.processor_session_timeout_s / 3),
 )
 readings = app.topic(
     settings.processor_topic,
@@ -78,7 +89,12 @@ class _Runtime:
     def __init__(self) -> None:
         self.contexts = ContextCache(ttl=settings.processor_context_ttl_s)
         self.stop = asyncio.Event()
+        # Set while a batch waits for the database (the partitions are held on purpose, not stalled).
+        self.retrying = False
+        # partition -> (committed offset, monotonic time it was first seen at that offset)
+        self.commits: dict[int, tuple[int, float]] = {}
         self._pool: Any = None
+        self._admin: Any = None
         self._lock = asyncio.Lock()
 
     async def pool(self) -> Any:
@@ -89,10 +105,19 @@ class _Runtime:
                 )
             return self._pool
 
+    async def admin(self) -> Any:
+        async with self._lock:
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+                await self._admin.start()
+            return self._admin
+
     async def close(self) -> None:
         self.stop.set()
         if self._pool is not None:
             await self._pool.close()
+        if self._admin is not None:
+            await self._admin.close()
 
 
 runtime = _Runtime()
@@ -147,23 +172,28 @@ async def handle(events: Sequence[Any]) -> None:
     by_patient, partitions = _decode(events)
     if not by_patient:
         return
-    stored: dict[UUID, PatientState] = {}
+    cached: dict[UUID, PatientState | None] = dict.fromkeys(by_patient)
     for patient_id in by_patient:
         raw = states.data.get(_key(patient_id))
         if raw is None:
             continue
         try:
-            stored[patient_id] = load_state(raw)
+            cached[patient_id] = load_state(raw)
         except StateError as exc:
-            logger.warning("state of patient %s is rebuilt from the database: %s", patient_id, exc)
+            logger.warning("cached state of patient %s is unreadable: %s", patient_id, exc)
     delay = 0.2
     while True:
         try:
             pool = await runtime.pool()
             async with pool.acquire() as conn, conn.transaction():
+                await lock_patients(conn, by_patient.keys())
+                stored = await newest_states(conn, cached)
                 result = await apply_batch(conn, by_patient, stored, runtime.contexts, config)
+                await save_states(conn, result.states.values())
+            runtime.retrying = False
             break
         except _DATABASE_ERRORS as exc:
+            runtime.retrying = True
             logger.warning("batch of %d events not processed (%r); retrying in %.1f s", len(events), exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -191,3 +221,44 @@ if settings.processor_tick_interval_s > 0:
         for patient_id in patients:
             await readings.send(key=_key(patient_id), value=value)
         logger.debug("ticked %d patients", len(patients))
+
+
+EXIT_STALLED = 70
+
+
+if settings.processor_stall_timeout_s > 0:
+
+    @app.timer(interval=min(5.0, settings.processor_stall_timeout_s / 3))  # type: ignore[untyped-decorator]
+    async def watch_for_stalls() -> None:
+        """Faust consumers have been seen to stop taking records with no error (faust-streaming issues 175 and
+        640; here, rarely, after a restart). A source partition with unprocessed records whose committed offset
+        has not moved for `processor_stall_timeout_s` (not rebalancing, not waiting for the database) makes the
+        worker exit with EXIT_STALLED: its supervisor restarts it, and at-least-once delivery with idempotent,
+        versioned outputs makes the restart safe."""
+        now = time.monotonic()
+        tps = [tp for tp in app.consumer.assignment() if tp.topic == settings.processor_topic]
+        if not tps or app.rebalancing or runtime.retrying:
+            runtime.commits.clear()
+            return
+        ends = await app.consumer.highwaters(*tps)
+        offsets = await (await runtime.admin()).list_consumer_group_offsets(
+            settings.processor_app_id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+        )
+        stalled = []
+        for tp in tps:
+            meta = offsets.get(TopicPartition(tp.topic, tp.partition))
+            committed = -1 if meta is None else meta.offset
+            end = ends.get(tp)
+            seen = runtime.commits.get(tp.partition)
+            if end is None or committed >= end or seen is None or seen[0] != committed:
+                runtime.commits[tp.partition] = (committed, now)
+            elif now - seen[1] > settings.processor_stall_timeout_s:
+                stalled.append((tp.partition, committed, end))
+        if stalled:
+            logger.error(
+                "stalled: (partition, committed, end) %s unchanged for %.0f s; exiting for a restart",
+                stalled, settings.processor_stall_timeout_s,
+            )  # fmt: skip
+            mode_logging.cry(file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(EXIT_STALLED)

@@ -38,6 +38,9 @@ class ProcessorSettings(BaseSettings):
     processor_batch_within_s: float = Field(default=0.05, gt=0)
     # A worker that dies without leaving its group keeps its partitions this long (Faust's default is 60 s).
     processor_session_timeout_s: float = Field(default=10, ge=6)
+    # Stall watchdog: a partition with unprocessed records whose committed offset has not moved for this long
+    # makes the worker exit (code 70) for its supervisor to restart it; 0 disables the watchdog.
+    processor_stall_timeout_s: float = Field(default=60, ge=0)
 
     # The engine.
     processor_lateness_horizon_s: float = Field(default=900, gt=0)

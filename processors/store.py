@@ -26,8 +26,10 @@ from processors.state import DeviceState, Episode, PatientState, Sample, VitalSt
 from processors.symptoms import SymptomFlag
 
 __all__ = [
+    "LOCK_CLASS",
     "bootstrap_state",
     "load_states",
+    "lock_key",
     "lock_patients",
     "newest_states",
     "reconcile",
@@ -125,14 +127,18 @@ ON CONFLICT (patient_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDE
 """
 
 
-def _lock_key(patient_id: UUID) -> int:
+LOCK_CLASS = _LOCK_CLASS
+
+
+def lock_key(patient_id: UUID) -> int:
+    """The second key of the patient's pg_advisory_xact_lock(LOCK_CLASS, key)."""
     return int.from_bytes(patient_id.bytes[-4:], "big", signed=True)
 
 
 async def lock_patients(conn: Connection, patient_ids: Collection[UUID]) -> None:
     """Serialises work on these patients' state across processes for the rest of the transaction (in a fixed
     order, so two batches sharing patients cannot deadlock)."""
-    keys = sorted({_lock_key(p) for p in patient_ids})
+    keys = sorted({lock_key(p) for p in patient_ids})
     await conn.execute(
         "SELECT pg_advisory_xact_lock($1::int, k) FROM (SELECT unnest($2::int[]) AS k ORDER BY 1) AS keys",
         _LOCK_CLASS,

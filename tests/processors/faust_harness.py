@@ -17,6 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from processors.events import CommittedReading, Event, encode_event
 from tests.processors.scenario import ConfigSpec
 
+# processors.faust_app.EXIT_STALLED (importing that module would configure a Faust app in the test process).
+EXIT_STALLED = 70
+
 BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 ROOT = Path(__file__).parents[2]
 PARTITIONS = 4
@@ -32,6 +35,7 @@ class FaustRun:
     settings: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
+    stall_restarts: int = 0
 
     @property
     def topic(self) -> str:
@@ -49,6 +53,7 @@ class FaustRun:
             "PROCESSOR_TOPIC": self.topic,
             "PROCESSOR_TOPIC_PARTITIONS": str(PARTITIONS),
             "PROCESSOR_TICK_INTERVAL_S": "0",
+            "PROCESSOR_STALL_TIMEOUT_S": "15",
             "RPM_STATE_DIR": str(self.directory / "state"),
             "PYTHONUNBUFFERED": "1",
             **self.settings,
@@ -79,6 +84,19 @@ class FaustRun:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         return await self.process.wait()
+
+    async def dump_tasks(self) -> None:
+        """Asks the worker (mode's SIGUSR1 handler) to write every asyncio task's traceback to its log."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(2)
+
+    async def supervise(self) -> None:
+        """What a supervisor does: restarts a worker that exited on its stall watchdog; any other exit fails."""
+        if self.process is not None and self.process.returncode == EXIT_STALLED:
+            self.stall_restarts += 1
+            await self.start()
+        self.assert_running()
 
     def assert_running(self) -> None:
         assert self.process is not None and self.process.returncode is None, f"worker exited\n{self.log_tail()}"
@@ -182,5 +200,5 @@ async def wait_committed(run: FaustRun, within: float) -> None:
     """Waits until the worker has committed every record produced so far to its topic."""
     async with asyncio.timeout(within):
         while not await committed_everything(run.run_id, run.topic):
-            run.assert_running()
+            await run.supervise()
             await asyncio.sleep(0.5)

@@ -56,7 +56,7 @@ async def settle(db: psycopg.Connection[Any], worlds: list[World], run: FaustRun
                 seen = {w.spec.name: database_outcome(db, w) for w in worlds}
                 if seen == expected:
                     return seen
-                run.assert_running()
+                await run.supervise()
                 await asyncio.sleep(0.5)
     except TimeoutError:
         pending = sorted(name for name in expected if seen.get(name) != expected[name])
