@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import psycopg
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from ingest.settings import IngestSettings
 from tests.conftest import MqttDeviceFactory
@@ -171,6 +172,12 @@ async def test_a_crash_between_commit_and_hand_off_still_hands_the_readings_off(
                     events.append(json.loads(record.value))
     finally:
         await consumer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=ingest_settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
     ids = {str(r[0]) for r in db.execute("SELECT id FROM vital_readings WHERE device_id = %s", (device.id,))}
     assert {e["reading_id"] for e in events} == ids, second.log[-4000:]
     assert {e["vital_type"] for e in events} == {"heart_rate"}
