@@ -102,4 +102,7 @@ async def test_kill_9_mid_stream_loses_and_duplicates_nothing(db: psycopg.Connec
     assert notification_count(db, patients) == expected_total
     assert at_kill > 0
     print(f"kill -9 at {at_kill}/{expected_total} notifications; stall-watchdog restarts: {faust_run.stall_restarts}")
+    if faust_run.stall_restarts:
+        log = faust_run.log.read_text(errors="replace")
+        print(log[log.index("stalled") :][:20000])
     assert await faust_run.stop() == 0, faust_run.log_tail()
