@@ -151,11 +151,12 @@ def _judge_reading(
     stamped = parse_timestamp(reading.measured_at)
     if stamped is None:
         return Rejection(RejectionReason.BAD_TIMESTAMP, "measured_at is not RFC 3339 with an offset", index)
+    # Compared before converting: year 1 at +14:00 or 9999-12-31 at -05:00 have no UTC datetime (year 0 / 10000).
+    if stamped > received_at + limits.max_future:
+        return Rejection(RejectionReason.FUTURE_TIMESTAMP, f"measured_at is {stamped - received_at} ahead", index)
+    if stamped < received_at - limits.max_age:
+        return Rejection(RejectionReason.STALE_TIMESTAMP, f"measured_at is {received_at - stamped} old", index)
     measured_at = stamped.astimezone(UTC)
-    if measured_at > received_at + limits.max_future:
-        return Rejection(RejectionReason.FUTURE_TIMESTAMP, f"measured_at is {measured_at - received_at} ahead", index)
-    if measured_at < received_at - limits.max_age:
-        return Rejection(RejectionReason.STALE_TIMESTAMP, f"measured_at is {received_at - measured_at} old", index)
     canonical = vital.to_canonical(value, reading.unit)
     assert canonical is not None  # the unit was checked above
     if not math.isfinite(canonical):

@@ -115,6 +115,8 @@ def test_units_convert_to_canonical_rounded_to_precision(
         (reading(at="yesterday"), RejectionReason.BAD_TIMESTAMP),
         (reading(at=ts(timedelta(minutes=5, seconds=1))), RejectionReason.FUTURE_TIMESTAMP),
         (reading(at=ts(-timedelta(days=30, seconds=1))), RejectionReason.STALE_TIMESTAMP),
+        (reading(at="0001-01-01T00:00:00+14:00"), RejectionReason.STALE_TIMESTAMP),
+        (reading(at="9999-12-31T23:59:59.999999-05:00"), RejectionReason.FUTURE_TIMESTAMP),
     ],
 )
 def test_reading_level_refusals_keep_the_good_readings(sent: dict[str, Any], expected: RejectionReason) -> None:

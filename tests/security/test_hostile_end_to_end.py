@@ -115,7 +115,6 @@ async def test_the_hostile_corpus_is_refused_end_to_end_and_a_valid_message_stil
     assert service.proc is not None and service.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason=hostile.KNOWN_DEFECTS["timestamp_year_1_east_offset"])
 async def test_a_message_that_crashes_the_validator_blocks_nothing_behind_it(
     db: Conn, ingest_settings: IngestSettings, mqtt_device: MqttDeviceFactory, patient: Patient, ingest_service: Start
 ) -> None:
