@@ -24,9 +24,20 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
-timestamps = st.datetimes(
-    min_value=(NOW - timedelta(days=40)).replace(tzinfo=None), max_value=(NOW + timedelta(days=1)).replace(tzinfo=None)
-).map(lambda d: d.isoformat() + "Z") | st.text(max_size=30)
+timestamps = (
+    st.datetimes(
+        min_value=(NOW - timedelta(days=40)).replace(tzinfo=None),
+        max_value=(NOW + timedelta(days=1)).replace(tzinfo=None),
+    ).map(lambda d: d.isoformat() + "Z")
+    | st.text(max_size=30)
+    | st.builds(
+        lambda d, minutes: (
+            d.isoformat() + f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+        ),
+        st.datetimes(),  # any year, with any offset: some have no UTC form at all
+        st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59),
+    )
+)
 readings = st.fixed_dictionaries(
     {
         "type": st.sampled_from(["heart_rate", "8867-4", "spo2", "systolic_bp", "diastolic_bp", "body_weight", "x"]),
