@@ -35,8 +35,8 @@ db-test: install  ## check the live database: roles, settings, objects, partitio
 db-compare: install  ## diff the live database's schema against a scratch database migrated from migrations/
 	$(PY) -m scripts.db_compare
 
-dev: services seed  ## services, migrations, seed, then ingest with the inline processors in the foreground (Ctrl-C stops)
-	PROCESSOR_TRANSPORT=inline $(PY) -m ingest serve
+dev: services seed  ## services, migrations, seed, then the pipeline (ingest, inline processors, clock, delivery) in the foreground; Ctrl-C stops
+	$(PY) -m scripts.dev
 
 lint: install  ## ruff
 	.venv/bin/ruff check .

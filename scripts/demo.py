@@ -11,62 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 
 from ingest.settings import IngestSettings
 from migrations.settings import MigrationSettings
-
-PY = sys.executable
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]
-
-    def stop(self, grace: float = 15.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
-
-
-def start(name: str, args: Sequence[str], logs: Path, env: dict[str, str]) -> Child:
-    log = (logs / f"{name}.log").open("ab")
-    process = subprocess.Popen([PY, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    return Child(name, process, log)
-
-
-def wait_ready(url: str, child: Child, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.process.poll() is not None:
-            raise RuntimeError(f"{child.name} exited with {child.process.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{child.name} not ready at {url} after {timeout:.0f}s")
+from scripts.pipeline import PY, start_pipeline, stop_pipeline
 
 
 def run_step(title: str, args: Sequence[str], deadline: float) -> int:
@@ -126,16 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = IngestSettings()
     logs = settings.rpm_state_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PROCESSOR_TRANSPORT": "inline"}
-
-    children: list[Child] = []
+    print("== starting the pipeline: ingest (inline processors), processors clock, delivery", flush=True)
+    children = start_pipeline(settings, dict(os.environ), logs)
     try:
-        print("== starting the pipeline: ingest (inline processors), processors clock, delivery", flush=True)
-        ingest = start("ingest", ["-m", "ingest", "serve"], logs, env)
-        children.append(ingest)
-        wait_ready(f"http://{settings.ingest_metrics_host}:{settings.ingest_metrics_port}/readyz", ingest, 60)
-        children.append(start("processors-clock", ["-m", "processors", "clock"], logs, env))
-        children.append(start("delivery", ["-m", "processors", "delivery"], logs, env))
         print(f"   ready in {time.monotonic() - started:.1f}s; logs in {logs}", flush=True)
 
         run_step(
@@ -150,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         print("\n== stopping the pipeline", flush=True)
-        codes = {child.name: child.stop() for child in reversed(children)}
+        codes = stop_pipeline(children)
         print("   " + ", ".join(f"{name} exited {code}" for name, code in codes.items()), flush=True)
 
     with psycopg.connect(MigrationSettings().admin_dsn()) as conn:
