@@ -91,18 +91,24 @@ class _Run:
     # -- readings -------------------------------------------------------------------------------------------
 
     def reading(self, r: CommittedReading) -> None:
-        if r.reading_id in self.state.seen:
+        reading_key = str(r.reading_id)
+        if reading_key in self.state.seen:
             return
         devices = dict(self.state.devices)
         device = devices.get(r.device_id, DeviceState())
         if device.last_measured_at is None or r.measured_at > device.last_measured_at:
             devices[r.device_id] = replace(device, last_measured_at=r.measured_at)
         vital = self.state.vitals.get(r.vital_type_id, VitalState())
-        sample = Sample(r.reading_id, r.device_id, r.measured_at, r.value)
-        samples = list(vital.samples)
-        index = bisect.bisect_left([s.order for s in samples], sample.order)
-        samples.insert(index, sample)
-        vital = replace(vital, samples=tuple(samples))
+        sample = Sample(r.reading_id, r.measured_at, r.value)
+        if not vital.samples or vital.samples[-1].order < sample.order:
+            index = len(vital.samples)
+            vital = replace(vital, samples=(*vital.samples, sample))
+        else:
+            ordered = list(vital.samples)
+            index = bisect.bisect_left([s.order for s in ordered], sample.order)
+            ordered.insert(index, sample)
+            vital = replace(vital, samples=tuple(ordered))
+        samples = vital.samples
 
         vital = self._schedule(vital, r.vital_type_id, r.received_at)
         vital = self._match_check(vital, sample)
@@ -114,7 +120,7 @@ class _Run:
 
         vitals = dict(self.state.vitals)
         vitals[r.vital_type_id] = vital
-        seen = (*self.state.seen, r.reading_id)[-self.cfg.seen_ids :]
+        seen = (*self.state.seen, reading_key)[-self.cfg.seen_ids :]
         self.state = replace(self.state, vitals=vitals, devices=devices, seen=seen)
 
     def _judge(
@@ -130,7 +136,7 @@ class _Run:
                 after = self._live(t, samples, index, r, requirement, before)
             else:
                 after = self._retrospective(t, samples, index, r, requirement, before)
-            if after is not None and t.levels[index] is not None:
+            if after is not None and t.level(index) is not None:
                 after = self._symptoms(after, t, samples, index, r)
             if after is None:
                 episodes.pop(direction, None)
@@ -161,7 +167,7 @@ class _Run:
                 )
             return episode
         if episode is not None and clears_at(t, samples, index, requirement, episode.opened_at, at):
-            self._clear(episode, requirement, at, t.amounts[index], r.reading_id)
+            self._clear(episode, requirement, at, t.amount(index), r.reading_id)
             return None
         return episode
 
@@ -175,14 +181,14 @@ class _Run:
         episode: Episode | None,
     ) -> Episode | None:
         at = r.measured_at
-        if t.levels[index] is None:
+        if t.level(index) is None:
             frontier = index == len(samples) - 1
             if (
                 episode is not None
                 and (frontier or episode.retrospective)
                 and clears_at(t, samples, index, requirement, episode.opened_at, at)
             ):
-                self._clear(episode, requirement, at, t.amounts[index], r.reading_id)
+                self._clear(episode, requirement, at, t.amount(index), r.reading_id)
                 return None
             return episode
         breach = breach_at(t, samples, index, requirement)
@@ -205,7 +211,7 @@ class _Run:
                     ChangeKind.ESCALATED, current, t, samples, j, None, requirement, later, notify=False
                 )
             elif later is None and clears_at(t, samples, j, requirement, current.opened_at, samples[j].measured_at):
-                self._clear(current, requirement, samples[j].measured_at, t.amounts[j], samples[j].reading_id)
+                self._clear(current, requirement, samples[j].measured_at, t.amount(j), samples[j].reading_id)
                 return None
         return current
 
@@ -232,7 +238,7 @@ class _Run:
             requirement_id=requirement.id,
             requirement_version=requirement.version,
             trigger_reading_ids=tuple(samples[i].reading_id for i in breach.positions),
-            value=t.amounts[index],
+            value=t.amount(index),
             threshold=requirement.threshold(t.direction, breach.severity),
             last_notified_at=None if retrospective else at,
             revision=1,
@@ -266,7 +272,7 @@ class _Run:
             requirement_id=requirement.id,
             requirement_version=requirement.version,
             trigger_reading_ids=tuple(triggers),
-            value=t.amounts[index],
+            value=t.amount(index),
             threshold=requirement.threshold(t.direction, severity),
             last_notified_at=at if notify else episode.last_notified_at,
             revision=episode.revision + 1,
@@ -334,7 +340,7 @@ class _Run:
             if rule.direction is not episode.direction or rule.code in episode.symptoms:
                 continue
             if rule.kind is SymptomRuleKind.TREND:
-                matched = rule.matches(t.amounts[index])
+                matched = rule.matches(t.amount(index))
             else:
                 count = sum(1 for s in samples[: index + 1] if s.measured_at >= since and rule.matches(s.value))
                 matched = rule.matches(sample.value) and count >= rule.min_readings
@@ -350,7 +356,7 @@ class _Run:
                     name=rule.name,
                     severity=rule.severity,
                     onset_at=sample.measured_at,
-                    device_id=sample.device_id,
+                    device_id=r.device_id,
                     reading_id=sample.reading_id,
                     measured_at=sample.measured_at,
                 )
@@ -372,6 +378,8 @@ class _Run:
                 span = max(span, requirement.trend_window_hours * 60 * _MINUTE)
             keep = max(requirement.breach_n, requirement.clear_count) + 1
         oldest = samples[-1].measured_at - span
+        if samples[0].measured_at >= oldest and len(samples) <= self.cfg.max_samples:
+            return vital
         cut = bisect.bisect_left([s.measured_at for s in samples], oldest)
         cut = max(0, min(cut, len(samples) - keep))
         cut = max(cut, len(samples) - self.cfg.max_samples)
@@ -498,7 +506,7 @@ class _Run:
             episode = episodes[direction]
             t = track(samples, requirement, direction)
             if clears_at(t, samples, last, requirement, episode.opened_at, now):
-                self._clear(episode, requirement, now, t.amounts[last], None)
+                self._clear(episode, requirement, now, t.amount(last), None)
                 del episodes[direction]
         return replace(vital, episodes=episodes)
 

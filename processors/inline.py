@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,7 +26,8 @@ from processors.engine import Output
 from processors.errors import StoreError
 from processors.events import CommittedReading, Event, Tick
 from processors.listener import listen
-from processors.store import load_states, save_states
+from processors.state import PatientState
+from processors.store import lock_patients, newest_states, save_states
 
 __all__ = ["InlineProcessor", "ReadingLike"]
 
@@ -92,12 +94,16 @@ class InlineProcessor:
         contexts: ContextCache | None = None,
         clock: Clock = utc_now,
         tick_batch: int = 200,
+        state_cache: int = 10_000,
     ) -> None:
         self._pool = pool
         self._config = config
         self._contexts = contexts if contexts is not None else ContextCache(ttl=300)
         self._clock = clock
         self._tick_batch = tick_batch
+        self._state_cache = state_cache
+        # The states this process committed last (most recently used last); checked against the table's version.
+        self._states: OrderedDict[UUID, PatientState] = OrderedDict()
         self.listening = asyncio.Event()
 
     async def deliver(self, events: Sequence[ReadingLike]) -> None:
@@ -126,12 +132,19 @@ class InlineProcessor:
     async def _apply(self, by_patient: Mapping[UUID, Sequence[Event]]) -> list[Output]:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                stored = await load_states(conn, by_patient.keys())
+                await lock_patients(conn, by_patient.keys())
+                stored = await newest_states(conn, {p: self._states.get(p) for p in by_patient})
                 result = await apply_batch(conn, by_patient, stored, self._contexts, self._config)
                 await save_states(conn, result.states.values())
-                return result.outputs
         except _DATABASE_ERRORS as exc:
             raise StoreError(f"batch of {len(by_patient)} patients not processed: {exc!r}") from exc
+        # Committed: remember the states (the next batch reads none of them back unless the table moved on).
+        for patient_id, state in {**stored, **result.states}.items():
+            self._states[patient_id] = state
+            self._states.move_to_end(patient_id)
+        while len(self._states) > self._state_cache:
+            self._states.popitem(last=False)
+        return result.outputs
 
     # -- long-running tasks -----------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ readings before it, so the answer does not depend on arrival order.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,15 +21,67 @@ __all__ = ["Breach", "Track", "breach_at", "clears_at", "track"]
 _TREND = (Direction.RISE, Direction.FALL)
 
 
-@dataclass(frozen=True, slots=True)
 class Track:
-    """One direction over a window: per position, the level, whether inside, and the amount judged."""
+    """One direction over a window, judged lazily: only the positions the rules look at are computed (a window
+    may hold hundreds of readings; a rule looks at a handful)."""
 
-    direction: Direction
-    levels: tuple[Severity | None, ...]
-    inside: tuple[bool, ...]
-    # The reading's value, or for a trend the change over the trend window ending at that reading.
-    amounts: tuple[float, ...]
+    __slots__ = ("_amounts", "_inside", "_levels", "_requirement", "_samples", "_trend", "direction")
+
+    def __init__(self, samples: Sequence[Sample], requirement: Requirement, direction: Direction) -> None:
+        self.direction = direction
+        self._samples = samples
+        self._requirement = requirement
+        trend = requirement.trend_delta
+        # A trend direction the requirement no longer has judges every position inside.
+        self._trend = direction in _TREND and trend is not None and (trend > 0) == (direction is Direction.RISE)
+        self._amounts: dict[int, float] = {}
+        self._levels: dict[int, Severity | None] = {}
+        self._inside: dict[int, bool] = {}
+
+    def amount(self, i: int) -> float:
+        """The reading's value, or for a trend the change over the trend window ending at that reading."""
+        found = self._amounts.get(i)
+        if found is None:
+            found = self._change(i) if self.direction in _TREND else self._samples[i].value
+            self._amounts[i] = found
+        return found
+
+    def _change(self, i: int) -> float:
+        if not self._trend:
+            return 0.0
+        assert self._requirement.trend_window_hours is not None
+        since = self._samples[i].measured_at - timedelta(hours=self._requirement.trend_window_hours)
+        value = self._samples[i].value
+        extreme = value
+        j = i
+        while j > 0 and self._samples[j - 1].measured_at >= since:
+            j -= 1
+            other = self._samples[j].value
+            extreme = min(extreme, other) if self.direction is Direction.RISE else max(extreme, other)
+        return value - extreme if self.direction is Direction.RISE else extreme - value
+
+    def level(self, i: int) -> Severity | None:
+        if i not in self._levels:
+            if self.direction in _TREND:
+                delta = self._requirement.trend_delta
+                hit = self._trend and delta is not None and self.amount(i) >= abs(delta)
+                self._levels[i] = Severity.WARNING if hit else None
+            else:
+                self._levels[i] = self._requirement.level(self._samples[i].value, self.direction)
+        return self._levels[i]
+
+    def inside(self, i: int) -> bool:
+        found = self._inside.get(i)
+        if found is None:
+            if self.direction in _TREND:
+                delta = self._requirement.trend_delta
+                found = not self._trend or delta is None or (
+                    self.amount(i) <= abs(delta) - self._requirement.hysteresis_margin
+                )
+            else:
+                found = self._requirement.inside(self._samples[i].value, self.direction)
+            self._inside[i] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,48 +94,12 @@ class Breach:
 
 
 def track(samples: Sequence[Sample], requirement: Requirement, direction: Direction) -> Track:
-    if direction in _TREND:
-        return _trend_track(samples, requirement, direction)
-    return Track(
-        direction=direction,
-        levels=tuple(requirement.level(s.value, direction) for s in samples),
-        inside=tuple(requirement.inside(s.value, direction) for s in samples),
-        amounts=tuple(s.value for s in samples),
-    )
-
-
-def _trend_track(samples: Sequence[Sample], requirement: Requirement, direction: Direction) -> Track:
-    assert requirement.trend_delta is not None and requirement.trend_window_hours is not None
-    delta = abs(requirement.trend_delta)
-    window = timedelta(hours=requirement.trend_window_hours)
-    rising = direction is Direction.RISE
-    # Sliding extreme (min for a rise, max for a fall) over [t - window, t]: a monotonic deque of positions.
-    extremes: deque[int] = deque()
-    changes: list[float] = []
-    start = 0
-    for i, sample in enumerate(samples):
-        while extremes and (
-            samples[extremes[-1]].value >= sample.value if rising else samples[extremes[-1]].value <= sample.value
-        ):
-            extremes.pop()
-        extremes.append(i)
-        while samples[start].measured_at < sample.measured_at - window:
-            start += 1
-        while extremes[0] < start:
-            extremes.popleft()
-        base = samples[extremes[0]].value
-        changes.append(sample.value - base if rising else base - sample.value)
-    return Track(
-        direction=direction,
-        levels=tuple(Severity.WARNING if c >= delta else None for c in changes),
-        inside=tuple(c <= delta - requirement.hysteresis_margin for c in changes),
-        amounts=tuple(changes),
-    )
+    return Track(samples, requirement, direction)
 
 
 def breach_at(t: Track, samples: Sequence[Sample], index: int, requirement: Requirement) -> Breach | None:
     """The most severe breach the requirement's rules see at `index`, if the reading there breaches at all."""
-    level = t.levels[index]
+    level = t.level(index)
     if level is None:
         return None
     for severity in (Severity.CRITICAL, Severity.WARNING):
@@ -100,7 +115,7 @@ def _breach(
     t: Track, samples: Sequence[Sample], index: int, requirement: Requirement, severity: Severity
 ) -> Breach | None:
     def hits(i: int) -> bool:
-        level = t.levels[i]
+        level = t.level(i)
         return level is not None and level.rank >= severity.rank
 
     if t.direction in _TREND:
@@ -130,10 +145,10 @@ def clears_at(
 ) -> bool:
     """Whether an episode opened at `after` clears at `index`: the readings after it, up to `index`, are inside
     for `clear_count` readings in a row, or have been inside for `clear_minutes` as of `now`."""
-    if not t.inside[index] or samples[index].measured_at <= after:
+    if not t.inside(index) or samples[index].measured_at <= after:
         return False
     start = index
-    while start > 0 and t.inside[start - 1] and samples[start - 1].measured_at > after:
+    while start > 0 and samples[start - 1].measured_at > after and t.inside(start - 1):
         start -= 1
     if requirement.clears_by_count and index - start + 1 >= requirement.clear_count:
         return True

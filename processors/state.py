@@ -22,13 +22,13 @@ class Sample:
     """A reading as the rules see it."""
 
     reading_id: UUID
-    device_id: UUID
     measured_at: datetime
     value: float
 
     @property
-    def order(self) -> tuple[datetime, str]:
-        return (self.measured_at, str(self.reading_id))
+    def order(self) -> tuple[datetime, UUID]:
+        """Readings sort by measurement time; simultaneous ones by id (any fixed order will do)."""
+        return (self.measured_at, self.reading_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,7 @@ class PatientState:
     started_at: datetime
     vitals: dict[int, VitalState] = field(default_factory=dict)
     devices: dict[UUID, DeviceState] = field(default_factory=dict)
-    seen: tuple[UUID, ...] = ()
+    # As text: membership in a tuple of str is a C-speed scan.
+    seen: tuple[str, ...] = ()
     # How many committed batches changed this state (the runners count; the engine does not look at it).
     version: int = 0

@@ -122,7 +122,7 @@ WHERE array_position('{missed,partial,late,completed}'::text[], adherence_record
    OR (adherence_records.status = EXCLUDED.status AND adherence_records.received_count < EXCLUDED.received_count)
 """
 _SAVE_STATE = """
-INSERT INTO processor_states (patient_id, state, version, updated_at) VALUES ($1, $2::jsonb, $3, now())
+INSERT INTO processor_states (patient_id, state, version, updated_at) VALUES ($1, $2, $3, now())
 ON CONFLICT (patient_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = now()
 """
 
@@ -149,7 +149,7 @@ async def lock_patients(conn: Connection, patient_ids: Collection[UUID]) -> None
 async def load_states(conn: Connection, patient_ids: Collection[UUID]) -> dict[UUID, PatientState]:
     """The stored states of these patients; an unreadable one is logged and left out (rebuilt instead)."""
     rows = await conn.fetch(
-        "SELECT patient_id, state::text AS state FROM processor_states WHERE patient_id = ANY($1::uuid[])",
+        "SELECT patient_id, state FROM processor_states WHERE patient_id = ANY($1::uuid[])",
         list(patient_ids),
     )
     states: dict[UUID, PatientState] = {}
@@ -162,22 +162,22 @@ async def load_states(conn: Connection, patient_ids: Collection[UUID]) -> dict[U
 
 
 async def save_states(conn: Connection, states: Iterable[PatientState]) -> None:
-    await conn.executemany(_SAVE_STATE, [(s.patient_id, dump_state(s).decode(), s.version) for s in states])
+    await conn.executemany(_SAVE_STATE, [(s.patient_id, dump_state(s), s.version) for s in states])
 
 
 async def newest_states(conn: Connection, cached: Mapping[UUID, PatientState | None]) -> dict[UUID, PatientState]:
-    """The current state of each patient: the cached one, unless the database holds a newer version (the cache
-    missed a write, e.g. a crash between a commit and the cache update); patients with neither are left out."""
+    """The current state of each patient: the cached one if the table holds that very version, else the table's
+    (the cache missed a write: a crash between a commit and the cache update, or another process). A patient the
+    table has no row for has no state (it is rebuilt), whatever the cache says."""
     rows = await conn.fetch(
         "SELECT patient_id, version FROM processor_states WHERE patient_id = ANY($1::uuid[])", list(cached)
     )
-    newer = [
-        r["patient_id"] for r in rows if (state := cached.get(r["patient_id"])) is None or r["version"] > state.version
-    ]
-    result = {p: s for p, s in cached.items() if s is not None}
-    if newer:
-        result.update(await load_states(conn, newer))
-    return result
+    versions = {r["patient_id"]: r["version"] for r in rows}
+    current = {p: s for p, s in cached.items() if s is not None and versions.get(p) == s.version}
+    stale = [p for p in versions if p not in current]
+    if stale:
+        current.update(await load_states(conn, stale))
+    return current
 
 
 async def write_outputs(conn: Connection, outputs: Sequence[Output]) -> None:
@@ -281,7 +281,7 @@ SELECT a.id, a.vital_type_id, a.direction::text, a.severity::text, a.rule::text,
 """
 # The readings the engine has (by delivery order, received before the event at hand) already judged.
 _RECENT_READINGS = """
-SELECT id, device_id, vital_type_id, measured_at, received_at, value FROM (
+SELECT id, vital_type_id, measured_at, received_at, value FROM (
     SELECT r.*, row_number() OVER (PARTITION BY r.vital_type_id ORDER BY r.measured_at DESC) AS newest
       FROM vital_readings r
      WHERE r.patient_id = $1 AND r.measured_at >= $2 AND r.received_at < $3) AS recent
@@ -330,9 +330,7 @@ async def bootstrap_state(
     samples: dict[int, list[Sample]] = {}
     received: list[tuple[datetime, UUID]] = []
     for row in await conn.fetch(_RECENT_READINGS, context.patient_id, at - span, at, config.max_samples):
-        samples.setdefault(row["vital_type_id"], []).append(
-            Sample(row["id"], row["device_id"], row["measured_at"], row["value"])
-        )
+        samples.setdefault(row["vital_type_id"], []).append(Sample(row["id"], row["measured_at"], row["value"]))
         received.append((row["received_at"], row["id"]))
     episodes: dict[int, dict[Direction, Episode]] = {}
     for row in await conn.fetch(_OPEN_EPISODES, context.patient_id):
@@ -393,7 +391,7 @@ async def bootstrap_state(
     if device_ids:
         for row in await conn.fetch(_LAST_SEEN, context.patient_id, at, device_ids):
             devices[row["device_id"]] = DeviceState(row["last_measured_at"], row["reported_silence_from"])
-    seen = tuple(reading_id for _, reading_id in sorted(received, key=lambda r: (r[0], str(r[1]))))
+    seen = tuple(str(reading_id) for _, reading_id in sorted(received))
     # The engine knew the patient at least since its oldest data here (silences count from there, not from now).
     known_since = [at, *(s.measured_at for v in samples.values() for s in v[:1])]
     known_since.extend(d.last_measured_at for d in devices.values() if d.last_measured_at is not None)

@@ -75,9 +75,9 @@ def test_only_the_newest_timely_reading_pages(spec: list[tuple[int, int, int]]) 
     outputs, _ = run(events)
     by_id = {e.reading_id: e for e in events}
     newest_at_arrival: set[UUID] = set()
-    newest: tuple[datetime, str] | None = None
+    newest: tuple[datetime, UUID] | None = None
     for e in events:
-        key = (e.measured_at, str(e.reading_id))
+        key = (e.measured_at, e.reading_id)
         if newest is None or key > newest:
             newest = key
             newest_at_arrival.add(e.reading_id)

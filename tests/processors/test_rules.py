@@ -22,7 +22,7 @@ def requirement(**columns: object) -> Requirement:
 
 
 def window(*values: float, every: timedelta = timedelta(minutes=10)) -> tuple[Sample, ...]:
-    return tuple(Sample(uuid4(), uuid4(), T0 + i * every, v) for i, v in enumerate(values))
+    return tuple(Sample(uuid4(), T0 + i * every, v) for i, v in enumerate(values))
 
 
 def test_a_limit_itself_is_in_range_and_the_margin_band_neither_breaches_nor_clears() -> None:
@@ -81,5 +81,5 @@ def test_trend_window_is_inclusive_and_slides() -> None:
     r = requirement(vital_type="body_weight", trend_window_hours=48, trend_delta=2.0)
     samples = window(80.0, 81.0, 82.0, 81.5, every=timedelta(hours=24))
     t = track(samples, r, Direction.RISE)
-    assert t.amounts == (0.0, 1.0, 2.0, 0.5)
-    assert t.levels[2] is Severity.WARNING
+    assert [t.amount(i) for i in range(4)] == [0.0, 1.0, 2.0, 0.5]
+    assert t.level(2) is Severity.WARNING
