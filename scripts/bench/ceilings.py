@@ -21,22 +21,8 @@ import gmqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.writer import COLUMNS
 from scripts.bench.sandbox import Sandbox
-
-COLUMNS = (
-    "id",
-    "organization_id",
-    "patient_id",
-    "device_id",
-    "vital_type_id",
-    "value",
-    "original_value",
-    "original_unit",
-    "measured_at",
-    "received_at",
-    "message_id",
-    "metadata",
-)
 
 
 def readings_rows(count: int, devices: int, start: datetime, seed: int = 0) -> list[tuple[Any, ...]]:

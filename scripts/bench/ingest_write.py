@@ -31,21 +31,8 @@ from typing import Any
 import asyncpg
 
 from ingest.settings import IngestSettings
+from ingest.writer import COLUMNS
 
-COLUMNS = (
-    "id",
-    "organization_id",
-    "patient_id",
-    "device_id",
-    "vital_type_id",
-    "value",
-    "original_value",
-    "original_unit",
-    "measured_at",
-    "received_at",
-    "message_id",
-    "metadata",
-)
 Row = tuple[Any, ...]
 
 

@@ -16,24 +16,10 @@ import asyncpg
 import psycopg
 import pytest
 
+from ingest.writer import COLUMNS
 from tests import factories
 from tests.factories import Organization, Patient
 from tests.roles import RoleSettings
-
-COLUMNS = (
-    "id",
-    "organization_id",
-    "patient_id",
-    "device_id",
-    "vital_type_id",
-    "value",
-    "original_value",
-    "original_unit",
-    "measured_at",
-    "received_at",
-    "message_id",
-    "metadata",
-)
 
 
 async def test_ingest_role_copies_into_partitioned_readings(
