@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from scripts.bench.sandbox import Sandbox
+from scripts.bench.sandbox import ROOT, Sandbox
 
 
 def _cpu_model() -> str:
@@ -30,6 +30,16 @@ def _mosquitto_version() -> str:
     except OSError:
         return "unknown"
     return out.splitlines()[0].split()[2] if out else "unknown"
+
+
+def _code() -> dict[str, Any]:
+    """The commit measured, and which tracked files differed from it (the tree is shared while a run lasts)."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return out.stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"), "modified": git("diff", "--name-only", "HEAD").split()}
 
 
 def describe(box: Sandbox) -> dict[str, Any]:
@@ -52,4 +62,5 @@ def describe(box: Sandbox) -> dict[str, Any]:
         "postgresql_settings": settings,
         "mosquitto": _mosquitto_version(),
         "packages": {name: version(name) for name in ("gmqtt", "paho-mqtt", "asyncpg", "psycopg")},
+        "code": _code(),
     }

@@ -40,9 +40,14 @@ def processed_rate(run: dict[str, Any]) -> float:
     return float(run["readings_committed"]) / seconds if seconds else 0.0
 
 
-def _cpu(run: dict[str, Any], name: str) -> str:
-    usage = run.get("usage_until_processed", run["usage"]).get(name)
-    return "–" if usage is None else f"{usage['cpu_percent']:g}%"
+def _cpu_ms(runs: Sequence[dict[str, Any]], name: str) -> str:
+    """CPU milliseconds a process spent per 1,000 readings, from the start of the load until processed (median)."""
+    costs = [
+        r["usage_until_processed"][name]["cpu_percent"] / 100 * r["processed_seconds"] / r["readings_committed"] * 1e6
+        for r in runs
+        if r.get("processed_seconds") and name in r.get("usage_until_processed", {})
+    ]
+    return f"{median(costs):,.0f}" if costs else "–"
 
 
 def _scaling_lines(p: dict[str, Any]) -> list[str]:
@@ -97,8 +102,8 @@ def _processors_lines(q: dict[str, Any]) -> list[str]:
         " the processors took the last one (inline: the outbox is empty; Kafka: the outbox is empty and the Faust"
         " group's committed offsets reach the topic's end — Faust commits every ~3 s). Clock ticks off.",
         "",
-        "| processors | processed readings/s | ingest committed during load | lost | ingest CPU | Faust worker CPU"
-        " | vs inline |",
+        "| processors | processed readings/s | ingest committed during load | lost | ingest CPU ms / 1,000 readings"
+        " | Faust worker CPU ms / 1,000 readings | vs inline |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     inline = median([processed_rate(r) for r in q["inline"]])
@@ -109,14 +114,22 @@ def _processors_lines(q: dict[str, Any]) -> list[str]:
         rates = [processed_rate(r) for r in runs]
         lines.append(
             f"| {label} | {spread(rates)} | {spread([r['readings_per_s'] for r in runs])} |"
-            f" {sum(r['lost'] for r in runs)} | {_cpu(runs[0], 'ingest')} | {_cpu(runs[0], 'faust worker')} |"
+            f" {sum(r['lost'] for r in runs)} | {_cpu_ms(runs, 'ingest')} | {_cpu_ms(runs, 'faust worker')} |"
             f" {_ratio(median(rates), inline)} |"
         )
     if q.get("kafka_skipped"):
         lines.append(f"| Kafka + Faust worker | not measured: {q['kafka_skipped']} | | | | | |")
+    for key in ("inline", "kafka"):
+        stuck = [r for r in q.get(key, []) if not r.get("processed_seconds")]
+        if stuck:
+            lines.append(
+                f"| {key}: {len(stuck)} run(s) not processed | {sum(r['unprocessed'] for r in stuck):,} readings"
+                " still untaken after 60 s without progress | | | | | |"
+            )
     lines += [
         "",
-        "CPU: first run, averaged from the start of the load until processed. Publish→notification latency:"
+        "CPU per 1,000 readings: the process's CPU time from the start of the load until processed (inline: ingest"
+        " and the processors share the process). Publish→notification latency:"
         " a probe device of another monitored patient publishes 20 messages/s, each a breaching heart rate and"
         " then a normal one (the episode opens, pages the nurse, clears); each page's `notifications` row and"
         " each reading's row are polled for every 5 ms, while the load generator offers the given share of the"
@@ -126,6 +139,8 @@ def _processors_lines(q: dict[str, Any]) -> list[str]:
         " probes | not paged (retrospective) |",
         "| --- | --- | --- | --- | --- |",
     ]
+    for runner, why in (q.get("paging_skipped") or {}).items():
+        lines.append(f"| {runner} | not measured: {why} | | | |")
     for load, v in q.get("paging", {}).items():
         c, g = v["commit"], v["page"]
         lines.append(
@@ -155,6 +170,20 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
         f" PostgreSQL {m['postgresql']}, Mosquitto {m['mosquitto']};"
         f" {', '.join(f'{k} {v}' for k, v in m['packages'].items())}.",
         "Durability: " + ", ".join(f"{k}={v}" for k, v in sorted(m["postgresql_settings"].items())) + ".",
+        *(
+            [
+                f"Code: commit {m['code']['commit']}"
+                + (
+                    f", with uncommitted changes to {len(m['code']['modified'])} tracked file(s) in the shared tree"
+                    f" ({', '.join(m['code']['modified'][:8])}{', …' if len(m['code']['modified']) > 8 else ''})"
+                    if m["code"]["modified"]
+                    else ""
+                )
+                + "."
+            ]
+            if m.get("code")
+            else []
+        ),
         "Everything runs on this one box over loopback: a fresh database and a private Mosquitto (sandbox, removed"
         " afterwards), the load generator as its own process. Each number is the median of the repetitions"
         " (min–max in brackets).",

@@ -145,8 +145,9 @@ def test_scaling_batch_settings_and_processors_are_reported_with_ratios() -> Non
     assert "| 2 | 9,000 | 9,000 (1 run) | 8,000 (1 run) | 0 | 1.80 |" in text
     assert "100 → 10,000 (0); 2,000 → 15,000 (0)" in text
     assert "5 ms → p50 3.0 ms, p99 9.0 ms" in text
-    assert "| inline (in the ingest process) | 1,000 (1 run) | 8,000 (1 run) | 0 | 50% | 70% | 1.00 |" in text
-    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 50% | 70% | 2.00 |" in text
+    # 50 % CPU for 40 s over 40,000 readings: 500 ms per 1,000 readings.
+    assert "| inline (in the ingest process) | 1,000 (1 run) | 8,000 (1 run) | 0 | 500 | 700 | 1.00 |" in text
+    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 250 | 350 | 2.00 |" in text
     assert "| Kafka 50% of max | 20.0 / 30.0 / 40.0 ms | 100.0 / 200.0 / 1500.0 / 1501.0 ms | 100 | 2 (2) |" in text
 
 
@@ -171,3 +172,26 @@ def test_the_multiplexed_load_generator_is_reported_when_measured() -> None:
     row = "| the same, multiplexed: 4 connections as the sandbox's load-generator user (msg/s) | 60,000 (1 run) |"
     assert row in text
     assert "| broker → gmqtt subscriber while multiplexed (msg/s) | 30,000 (1 run) |" in text
+
+
+def test_runs_the_processors_never_finished_are_said_and_their_latency_is_not_measured() -> None:
+    stuck = run(10, 40_000) | {"processed_seconds": None, "unprocessed": 40_000, "usage_until_processed": {}}
+    processors = {
+        "readings_per_message": 10,
+        "offered_messages_per_s": 2000.0,
+        "burst": 4000,
+        "inline": [stuck],
+        "paging": {},
+        "paging_skipped": {"inline": "the inline processors did not take every reading of a burst, so no maximum"},
+    }
+    text = report.render(results({"one": [run(1, 1000)], "ten": [run(10, 1000)]}) | {"processors": processors}, [])
+    assert "| inline: 1 run(s) not processed | 40,000 readings still untaken after 60 s without progress |" in text
+    assert "| inline | not measured: the inline processors did not take every reading of a burst" in text
+
+
+def test_the_commit_measured_and_uncommitted_files_are_named() -> None:
+    measured = results({"skipped": "n/a"})
+    measured["machine"]["code"] = {"commit": "abc1234", "modified": ["processors/engine.py"]}
+    text = report.render(measured, [])
+    assert "Code: commit abc1234, with uncommitted changes to 1 tracked file(s) in the shared tree" in text
+    assert "(processors/engine.py)." in text
