@@ -30,7 +30,8 @@ INGEST: Grants = {
         ),
         "UPDATE": frozenset({"connection_status", "last_seen_at"}),
     },
-    "ingest_outbox": {"SELECT": None, "INSERT": None, "DELETE": None},
+    # UPDATE only so the relay can lock rows (SELECT ... FOR UPDATE SKIP LOCKED, migration 0102).
+    "ingest_outbox": {"SELECT": None, "INSERT": None, "UPDATE": None, "DELETE": None},
     "ingest_rejections": {"SELECT": None, "INSERT": None, "UPDATE": frozenset({"replay_result", "replayed_at"})},
     "patients": {"SELECT": frozenset({"id", "organization_id"})},
     "vital_readings": {"SELECT": None, "INSERT": None},
