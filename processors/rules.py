@@ -75,8 +75,10 @@ class Track:
         if found is None:
             if self.direction in _TREND:
                 delta = self._requirement.trend_delta
-                found = not self._trend or delta is None or (
-                    self.amount(i) <= abs(delta) - self._requirement.hysteresis_margin
+                found = (
+                    not self._trend
+                    or delta is None
+                    or (self.amount(i) <= abs(delta) - self._requirement.hysteresis_margin)
                 )
             else:
                 found = self._requirement.inside(self._samples[i].value, self.direction)
