@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The simulated devices' reconnect attempts during broker faults are expected: keep the table readable.
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     rows = asyncio.run(_run(args))
     print(render(rows))
     if args.json is not None:

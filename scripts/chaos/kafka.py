@@ -13,6 +13,8 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
 from device_simulators.credentials import DeviceCredential
 from device_simulators.publisher import Connection
 from scripts.chaos.scenarios import Env, Load, Row, _finish
@@ -60,7 +62,18 @@ def _count(env: Env) -> tuple[int, int, int, int]:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
+async def _create_topic(env: Env, name: str, partitions: int = 4) -> None:
+    """The readings topic exists before the worker starts: Faust ignores a source topic that is missing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.stack.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
 async def faust_and_kafka(env: Env, *, rate: float, quick: bool) -> Row:
+    await _create_topic(env, "chaos-readings")
     worker = faust_worker(env.stack).start()
     service = ingest(env.stack, transport="kafka", ingest_mqtt_client_id="chaos-kafka",
                      ingest_mqtt_share_group="chaos-kafka").start()  # fmt: skip
@@ -70,14 +83,29 @@ async def faust_and_kafka(env: Env, *, rate: float, quick: bool) -> Row:
     duration = 45 if quick else 90
     load = Load(env, rate, duration).start()
     notes: list[str] = []
+    exits: list[str] = []
+    stop = asyncio.Event()
+
+    async def supervise() -> None:
+        """Restarts the worker when it exits by itself, as systemd or compose would (the kill is restarted below)."""
+        while not stop.is_set():
+            await asyncio.sleep(1)
+            if not worker.alive and not killed.is_set():
+                exits.append(worker.last_error())
+                worker.start()
+
+    killed = asyncio.Event()
+    supervisor = asyncio.create_task(supervise())
     try:
         await asyncio.sleep(5)
         await _alerts(env, waves[0])
         await asyncio.sleep(3)
+        killed.set()
         await asyncio.to_thread(worker.kill)
         await _alerts(env, waves[1])
         await asyncio.sleep(5)
         worker.start()
+        killed.clear()
         await asyncio.sleep(10)
         restart_started = time.monotonic()
         await _alerts(env, waves[2][: len(waves[2]) // 2])
@@ -99,8 +127,11 @@ async def faust_and_kafka(env: Env, *, rate: float, quick: bool) -> Row:
             f" notifications {notifications}, duplicates {duplicate_notifications}"
         )
         row.ok = row.ok and lost_alerts == 0 and duplicate_notifications == 0 and notifications == patients
-        row.notes.append(f"faust worker restarted {worker.starts - 1}x, alive: {worker.alive}")
+        row.notes.append(f"faust worker started {worker.starts}x (1 kill -9), alive at the end: {worker.alive}")
+        row.notes.extend(f"worker exited by itself: {e}" for e in exits)
         return row
     finally:
+        stop.set()
+        supervisor.cancel()
         service.close()
         worker.close()

@@ -30,8 +30,10 @@ class Process:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="chaos-", suffix=".log")[1]))
     starts: int = 0
+    log_offset: int = 0
 
     def start(self) -> Process:
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -63,10 +65,10 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
         assert self.metrics_port is not None
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=timeout_s) as r:
                 return int(r.status), r.read().decode()
         except urllib.error.HTTPError as e:
             return int(e.code), e.read().decode()
@@ -86,11 +88,15 @@ class Process:
         raise TimeoutError(f"{self.name} not ready in {timeout_s}s:\n{self.log()[-3000:]}")
 
     def metric(self, name: str) -> float:
-        """The sum of a metric's samples (0 when the process is down or the metric absent)."""
-        try:
-            _, text = self.get("/metrics")
-        except OSError:
-            return 0.0
+        """The sum of a metric's samples; raises if the process does not answer (a busy loop is slow, not 0)."""
+        for attempt in range(5):
+            try:
+                _, text = self.get("/metrics", timeout_s=10)
+                break
+            except OSError:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
         return sum(
             sample.value
             for family in text_string_to_metric_families(text)
@@ -111,6 +117,12 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def last_error(self) -> str:
+        """The last ERROR line or exception of the log (why a process died), shortened."""
+        text = self.log_path.read_bytes()[self.log_offset :].decode(errors="replace")
+        lines = [line for line in text.splitlines() if "ERROR" in line or "Error:" in line or "Error(" in line]
+        return lines[-1][-240:] if lines else "no error logged"
 
     def close(self) -> None:
         self.stop()

@@ -93,7 +93,7 @@ def columns(conn: Conn, table: str) -> list[Column]:
         """
         SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '' OR a.attidentity = 'a'
           FROM pg_attribute a
-         WHERE a.attrelid = ('public.' || quote_ident(%s))::regclass AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE a.attrelid = to_regclass('public.' || quote_ident(%s)) AND a.attnum > 0 AND NOT a.attisdropped
          ORDER BY a.attnum
         """,
         (table,),
@@ -114,25 +114,26 @@ def privileges(conn: Conn, role: str) -> dict[str, dict[str, frozenset[str] | No
     """What `role` may do, per relation: privilege -> None for the whole table, or the set of columns.
 
     Only SELECT, INSERT, UPDATE, DELETE; TRUNCATE, REFERENCES and TRIGGER are checked separately (nobody has them).
+    One statement, so a relation that other sessions create or drop meanwhile cannot break it.
     """
+    rows = conn.execute(
+        """
+        SELECT c.relname, p.privilege, has_table_privilege(%(role)s, c.oid, p.privilege),
+               ARRAY(SELECT a.attname::text FROM pg_attribute a
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND p.privilege <> 'DELETE'
+                        AND has_column_privilege(%(role)s, c.oid, a.attnum, p.privilege)
+                      ORDER BY 1)
+          FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         CROSS JOIN unnest(%(privileges)s::text[]) AS p (privilege)
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+        """,
+        {"role": role, "privileges": list(PRIVILEGES)},
+    ).fetchall()
     found: dict[str, dict[str, frozenset[str] | None]] = {}
-    for relation in relations(conn):
-        for privilege in PRIVILEGES:
-            whole = conn.execute(
-                "SELECT has_table_privilege(%s, ('public.' || quote_ident(%s))::regclass, %s)",
-                (role, relation, privilege),
-            ).fetchone()
-            if whole and whole[0]:
-                found.setdefault(relation, {})[privilege] = None
-                continue
-            if privilege == "DELETE":
-                continue
-            cols = conn.execute(
-                "SELECT a.attname FROM pg_attribute a"
-                " WHERE a.attrelid = ('public.' || quote_ident(%s))::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-                "   AND has_column_privilege(%s, a.attrelid, a.attnum, %s) ORDER BY 1",
-                (relation, role, privilege),
-            ).fetchall()
-            if cols:
-                found.setdefault(relation, {})[privilege] = frozenset(str(c[0]) for c in cols)
+    for relation, privilege, whole, cols in rows:
+        if whole:
+            found.setdefault(str(relation), {})[str(privilege)] = None
+        elif cols:
+            found.setdefault(str(relation), {})[str(privilege)] = frozenset(cols)
     return found

@@ -197,9 +197,14 @@ _GARBAGE_TIME = st.text(alphabet=string.printable, max_size=30).filter(lambda s:
 _KINDS = st.sampled_from(["valid"] * 9 + ["type", "unit", "non_finite", "huge", "implausible", "naive", "garbage",
                           "future", "stale"])  # fmt: skip
 _AGO = st.integers(1, 29 * 86400)
-_AHEAD = st.integers(int(LIMITS.max_future.total_seconds()) + 1, 3000 * 86400)
-# Stale readings go back to year 2: year 1 with an eastern offset is a known ingest defect (tests/security/hostile.py).
-_BACK = st.integers(int(LIMITS.max_age.total_seconds()) + 1, int((NOW - datetime(2, 1, 1, tzinfo=UTC)).total_seconds()))
+# Up to the edges of the datetime range: the local time must exist at every offset (-14:00..+14:00), its UTC form
+# need not (ingest once crashed converting such timestamps to UTC).
+_AHEAD = st.integers(
+    int(LIMITS.max_future.total_seconds()) + 1, int((datetime(9999, 12, 31, 9, 59, tzinfo=UTC) - NOW).total_seconds())
+)
+_BACK = st.integers(
+    int(LIMITS.max_age.total_seconds()) + 1, int((NOW - datetime(1, 1, 1, 14, tzinfo=UTC)).total_seconds())
+)
 _ANY_SECONDS = st.integers(-(10**9), 10**10)
 _EXPONENT = st.integers(309, 100_000)
 _SIGN = st.sampled_from([1, -1, 3, -7])
