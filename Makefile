@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench delivery bench-delivery chaos
+.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench delivery bench-delivery bench-processors chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ delivery: migrate  ## the delivery service (notifications to care teams, escalat
 
 bench-delivery: services migrate  ## dispatcher throughput in a throw-away database (in-app + signed webhooks)
 	$(PY) -m scripts.bench.delivery
+
+bench-processors: services migrate  ## processors: engine, inline, Faust vs bare aiokafka, notification latency (sandbox)
+	$(PY) -m scripts.bench.processors
 
 chaos: install  ## fault scenarios under load on a private loopback stack (own PostgreSQL/Mosquitto/Kafka): table
 	$(PY) -m scripts.chaos $(CHAOS_ARGS)

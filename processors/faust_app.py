@@ -3,12 +3,12 @@
     python -m processors faust worker --without-web
 
 Configured from `ProcessorSettings` (environment / .env) when imported. One agent takes batches of events
-(`stream.take_events`), groups them by patient (Kafka keeps each patient's events in order within its partition),
-and runs the same batch step as the inline runner in one database transaction. The per-patient engine state
-lives in a Faust table (`patient-states`, changelog-backed, co-partitioned with the readings topic), so a batch
-needs no state read from the database. The database keeps the authoritative copy (`processor_states`, written in
-the same transaction as the outputs, with a version); the table is updated only after the commit. After a crash
-between the two, the table is older than the database: the version check (one small query per batch) notices
+(`stream.noack_take`, acknowledged after the commit), groups them by patient (Kafka keeps each patient's events in
+order within its partition), and runs the same batch step as the inline runner in one database transaction. The
+engine state lives in a Faust table (`patient-states`, changelog-backed, co-partitioned with the readings topic), so
+a batch needs no state read from the database. The database keeps the authoritative copy (`processor_states`,
+written in the same transaction as the outputs, with a version); the table is updated only after the commit. After a
+crash between the two, the table is older than the database: the version check (one small query per batch) notices
 and takes the database's copy, so the events Kafka delivers again are recognised as seen and nothing is written
 twice. Kafka transactions are not used: processing_guarantee=at_least_once with idempotent outputs.
 
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 settings = ProcessorSettings()
 config = settings.engine()
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, StoreError)
+# The worker exits with this code when it must be restarted (stalled, or records skipped): run it under a supervisor.
+EXIT_STALLED = 70
 
 app = faust.App(
     settings.processor_app_id,
@@ -93,6 +95,8 @@ class _Runtime:
         self.retrying = False
         # partition -> (committed offset, monotonic time it was first seen at that offset)
         self.commits: dict[int, tuple[int, float]] = {}
+        # partition -> the offset the next record must have (set from the group's commit after each assignment)
+        self.next_offsets: dict[int, int] = {}
         self._pool: Any = None
         self._admin: Any = None
         self._lock = asyncio.Lock()
@@ -137,9 +141,17 @@ async def listen_for_changes() -> None:
 
 @app.agent(readings)
 async def evaluate(stream: Any) -> None:
-    """The one agent: batches of events, judged per patient in partition order."""
-    async for events in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_within_s):
+    """The one agent: batches of events, judged per patient in partition order, acknowledged only once committed.
+
+    `noack_take`, not `take`/`take_events`: those acknowledge the buffered batch in a `finally`, also when the
+    batch's processing is interrupted, and an acknowledged event is never delivered again (seen here: a kill -9
+    test lost notifications that way). A batch that does not complete stays unacknowledged: its partition's
+    committed offset cannot pass it, the stall watchdog restarts the worker, and Kafka delivers it again.
+    """
+    async for events in stream.noack_take(settings.processor_batch_max, within=settings.processor_batch_within_s):
         await handle(events)
+        for event in events:
+            await stream.ack(event)
 
 
 def _key(patient_id: UUID) -> bytes:
@@ -167,8 +179,46 @@ def _decode(events: Sequence[Any]) -> tuple[dict[UUID, list[Event]], dict[UUID, 
     return by_patient, partitions
 
 
+@app.on_partitions_assigned.connect
+async def _forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """A new assignment: each partition's expected offset is read again from the group's commit."""
+    runtime.next_offsets.clear()
+
+
+async def _committed(partition: int) -> int:
+    tp = TopicPartition(settings.processor_topic, partition)
+    offsets = await (await runtime.admin()).list_consumer_group_offsets(settings.processor_app_id, partitions=[tp])
+    meta = offsets.get(tp)
+    return -1 if meta is None else int(meta.offset)
+
+
+async def check_contiguous(events: Sequence[Any]) -> None:
+    """Exits the worker (EXIT_STALLED: its supervisor restarts it) if the batch skips records of a partition.
+
+    Faust has been seen, after a restart, to drop buffered records while its fetch position moves on (the gap
+    faust-streaming PR 217 describes). It never commits past the gap, so the records come again after a restart,
+    but judging a patient's later readings before its earlier ones would change the outcome (they would count as
+    late data). So nothing of such a batch is processed: a restart re-reads the partition from the gap, in order.
+    """
+    for event in events:
+        partition, offset = event.message.partition, event.message.offset
+        expected = runtime.next_offsets.get(partition)
+        if expected is None:
+            committed = await _committed(partition)
+            expected = offset if committed < 0 else committed
+        if offset > expected:
+            logger.error(
+                "records %d..%d of partition %d were skipped by the consumer; exiting for a restart",
+                expected, offset - 1, partition,
+            )  # fmt: skip
+            sys.stderr.flush()
+            os._exit(EXIT_STALLED)
+        runtime.next_offsets[partition] = max(expected, offset + 1)
+
+
 async def handle(events: Sequence[Any]) -> None:
     """Evaluates one batch; retries (blocking the batch, never skipping it) until the database takes it."""
+    await check_contiguous(events)
     by_patient, partitions = _decode(events)
     if not by_patient:
         return
@@ -223,9 +273,6 @@ if settings.processor_tick_interval_s > 0:
         logger.debug("ticked %d patients", len(patients))
 
 
-EXIT_STALLED = 70
-
-
 if settings.processor_stall_timeout_s > 0:
 
     @app.timer(interval=min(5.0, settings.processor_stall_timeout_s / 3))  # type: ignore[untyped-decorator]
@@ -241,13 +288,15 @@ if settings.processor_stall_timeout_s > 0:
             runtime.commits.clear()
             return
         ends = await app.consumer.highwaters(*tps)
+        # A partition nobody committed on yet starts at its earliest offset (0 unless retention trimmed it).
+        starts = await app.consumer.earliest_offsets(*tps)
         offsets = await (await runtime.admin()).list_consumer_group_offsets(
             settings.processor_app_id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
         )
         stalled = []
         for tp in tps:
             meta = offsets.get(TopicPartition(tp.topic, tp.partition))
-            committed = -1 if meta is None else meta.offset
+            committed = max(-1 if meta is None else meta.offset, starts.get(tp) or 0)
             end = ends.get(tp)
             seen = runtime.commits.get(tp.partition)
             if end is None or committed >= end or seen is None or seen[0] != committed:

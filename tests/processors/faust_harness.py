@@ -193,12 +193,25 @@ async def committed_everything(group: str, topic: str) -> bool:
     finally:
         await consumer.stop()
         await admin.close()
-    return all(committed.get(tp) is not None and committed[tp].offset >= end for tp, end in ends.items())
+    # A partition that never received a record has nothing to commit.
+    return all(end == 0 or (committed.get(tp) is not None and committed[tp].offset >= end) for tp, end in ends.items())
 
 
 async def wait_committed(run: FaustRun, within: float) -> None:
-    """Waits until the worker has committed every record produced so far to its topic."""
-    async with asyncio.timeout(within):
-        while not await committed_everything(run.run_id, run.topic):
-            await run.supervise()
-            await asyncio.sleep(0.5)
+    """Waits until the worker has committed every record produced so far to its topic; on timeout, fails with the
+    offsets, the worker's task dump and its log."""
+    try:
+        async with asyncio.timeout(within):
+            while not await committed_everything(run.run_id, run.topic):
+                await run.supervise()
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        await fail_with_diagnostics(run, f"not everything committed within {within:.0f} s")
+
+
+async def fail_with_diagnostics(run: FaustRun, what: str) -> None:
+    offsets = await progress(run.run_id, run.topic)
+    await run.dump_tasks()
+    raise AssertionError(
+        f"{what}; (committed, end) per partition {offsets}; watchdog restarts {run.stall_restarts}\n{run.log_tail(400)}"
+    )

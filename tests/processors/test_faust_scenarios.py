@@ -22,6 +22,7 @@ from tests.processors.faust_harness import (
     config_environment,
     create_topic,
     delete_topics,
+    fail_with_diagnostics,
     new_run_id,
     produce,
     record,
@@ -60,7 +61,7 @@ async def settle(db: psycopg.Connection[Any], worlds: list[World], run: FaustRun
                 await asyncio.sleep(0.5)
     except TimeoutError:
         pending = sorted(name for name in expected if seen.get(name) != expected[name])
-        print(f"scenarios not settled after {SETTLE_TIMEOUT}s: {pending}\n{run.log_tail()}")
+        await fail_with_diagnostics(run, f"scenarios not settled after {SETTLE_TIMEOUT:.0f} s: {pending}")
     return seen
 
 
