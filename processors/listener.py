@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 # The database notifies 'vital_requirements' (migration 0030) for each new or closed version, and
 # 'processor_context' (0200, 0510) for care teams, care plans, device assignments, zones and resolved episodes.
 CHANNELS = ("vital_requirements", "processor_context")
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: asyncpg's protocol state after the server went away mid-operation (e.g. a PostgreSQL
+# restart); the connection is useless, like any other lost connection, and must not end the process.
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 async def listen(
