@@ -279,18 +279,25 @@ async def sustained(
     return stage
 
 
-async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, duration: float) -> list[float]:
-    """Publishes single readings from a probe device at `rate`/s and polls every 5 ms for each one's row:
-    publish->commit latencies in seconds."""
+@dataclass(slots=True)
+class Probes:
+    """Publish->commit latencies in seconds, and how many probes were sent (the rest never showed up within
+    10 s of the end: a percentile over `latencies` alone understates the tail when `sent` is larger)."""
+
+    latencies: list[float] = field(default_factory=list)
+    sent: int = 0
+
+
+async def probe_commits(box: Sandbox, probe: DeviceCredential, rate: float, duration: float) -> Probes:
+    """Publishes single readings from a probe device at `rate`/s and polls every 5 ms for each one's row."""
     conn = await box.connect(owner=True)
     device_id = await conn.fetchval("SELECT id FROM devices WHERE serial = $1", probe.serial)
     client = Connection(f"probe-{secrets.token_hex(3)}", probe.serial, probe.password, on_ack=lambda *_: None)
     await client.connect(box.broker)
     pending: dict[datetime, float] = {}
-    latencies: list[float] = []
+    out = Probes()
     stop = time.perf_counter() + duration
     origin = (datetime.now(UTC) - timedelta(seconds=1)).replace(microsecond=0)  # the wire keeps milliseconds
-    seq = 0
 
     async def poll() -> None:
         while time.perf_counter() < stop + 10 and (pending or time.perf_counter() < stop):
@@ -303,13 +310,14 @@ async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, dura
                 )
                 now = time.perf_counter()
                 for row in rows:
-                    latencies.append(now - pending.pop(row["measured_at"]))
+                    out.latencies.append(now - pending.pop(row["measured_at"]))
             await asyncio.sleep(0.005)
 
     poller = asyncio.create_task(poll())
     try:
         while time.perf_counter() < stop:
-            seq += 1
+            out.sent += 1
+            seq = out.sent
             at = origin + timedelta(milliseconds=seq)
             message = Message(f"probe:{seq}", (Reading("heart_rate", 70, "/min", at),), meta={"probe": seq})
             pending[at] = time.perf_counter()
@@ -319,9 +327,16 @@ async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, dura
     finally:
         await client.close()
         await conn.close()
-    return latencies
+    return out
 
 
-def latency_summary(latencies: list[float]) -> dict[str, float]:
+async def probe_latency(box: Sandbox, probe: DeviceCredential, rate: float, duration: float) -> list[float]:
+    """`probe_commits`' latencies alone (publish->commit, seconds)."""
+    return (await probe_commits(box, probe, rate, duration)).latencies
+
+
+def latency_summary(latencies: list[float], sent: int | None = None) -> dict[str, float]:
+    """Percentiles in ms and the count; with `sent`, also how many probes were sent."""
     values = sorted(latencies)
-    return {f"p{q:g}": round(percentile(values, q) * 1000, 1) for q in (50, 90, 99, 100)} | {"n": len(values)}
+    summary = {f"p{q:g}": round(percentile(values, q) * 1000, 1) for q in (50, 90, 99, 100)} | {"n": len(values)}
+    return summary if sent is None else summary | {"sent": sent}

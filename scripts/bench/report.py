@@ -86,7 +86,13 @@ def _scaling_lines(p: dict[str, Any]) -> list[str]:
     if ages:
         lines += [
             "Batch age sweep (INGEST_BATCH_MAX_AGE_S; publish→commit latency at 50 % of the 1-reading maximum, one"
-            " pass): " + "; ".join(f"{age} → p50 {v['p50']} ms, p99 {v['p99']} ms" for age, v in ages.items()) + ".",
+            " pass): "
+            + "; ".join(
+                f"{age} → p50 {v['p50']} ms, p99 {v['p99']} ms"
+                + (f" ({v['n']} of {v['sent']} probes seen)" if v.get("sent", v["n"]) != v["n"] else "")
+                for age, v in ages.items()
+            )
+            + ".",
             "",
         ]
     return lines
@@ -263,9 +269,10 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
             )
         lines.append("")
         for load, lat in p.get("latency", {}).items():
+            probes = f"{lat['n']} of {lat['sent']} probes seen" if "sent" in lat else f"{lat['n']} probes"
             lines.append(
                 f"Publish→commit latency at {load} of the 1-reading maximum: p50 {lat['p50']} ms, p90"
-                f" {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['p100']} ms ({lat['n']} probes)."
+                f" {lat['p90']} ms, p99 {lat['p99']} ms, max {lat['p100']} ms ({probes})."
             )
         lines.append("")
         lines += _scaling_lines(p)

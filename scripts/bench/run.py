@@ -184,12 +184,12 @@ async def _pipeline(
             await asyncio.sleep(3)
             out = box.state_dir / f"latency-load-{share}.json"
             load = start_publisher(box, credentials, out, devices=devices, rate=share * top, duration=30 * scale + 5)
-            latencies = await pipeline.probe_latency(box, probe_fleet.devices[0], 20, 30 * scale)
+            probes = await pipeline.probe_commits(box, probe_fleet.devices[0], 20, 30 * scale)
             await asyncio.to_thread(load.wait)
         finally:
             await pipeline.stop_ingest(box, ingest)
-        p["latency"][f"{share:.0%}"] = pipeline.latency_summary(latencies)
-        p["latency_samples"][f"{share:.0%} of max"] = latencies
+        p["latency"][f"{share:.0%}"] = pipeline.latency_summary(probes.latencies, probes.sent)
+        p["latency_samples"][f"{share:.0%} of max"] = probes.latencies
     p["processes"] = await scaling.processes(box, credentials, devices, repeat, scale, top)
     ten = report.median([report.overall_rate(r) for r in p["ten"]])
     p["batch_sizes"] = await scaling.batch_sizes(box, credentials, devices, scale, ten)

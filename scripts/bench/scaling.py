@@ -73,9 +73,9 @@ async def batch_ages(
                 box, credentials, box.state_dir / f"age-load-{age}.json", devices=devices, rate=0.5 * top,
                 duration=15 * scale + 5,
             )  # fmt: skip
-            latencies = await pipeline.probe_latency(box, probe, 20, 15 * scale)
+            probes = await pipeline.probe_commits(box, probe, 20, 15 * scale)
             await asyncio.to_thread(load.wait)
         finally:
             await pipeline.stop_ingest(box, ingest)
-        out[f"{age * 1000:g} ms"] = pipeline.latency_summary(latencies)
+        out[f"{age * 1000:g} ms"] = pipeline.latency_summary(probes.latencies, probes.sent)
     return out

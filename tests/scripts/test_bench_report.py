@@ -195,3 +195,12 @@ def test_the_commit_measured_and_uncommitted_files_are_named() -> None:
     text = report.render(measured, [])
     assert "Code: commit abc1234, with uncommitted changes to 1 tracked file(s) in the shared tree" in text
     assert "(processors/engine.py)." in text
+
+
+def test_probes_that_never_showed_up_are_counted() -> None:
+    latency = {"p50": 5.0, "p90": 9.0, "p99": 20.0, "p100": 30.0, "n": 350, "sent": 600}
+    pipeline = {"one": [run(1, 1000)], "ten": [run(10, 1000)], "latency": {"90%": latency}}
+    pipeline["batch_ages"] = {"5 ms": latency, "50 ms": latency | {"n": 600}}
+    text = report.render(results(pipeline), [])
+    assert "p99 20.0 ms, max 30.0 ms (350 of 600 probes seen)." in text
+    assert "5 ms → p50 5.0 ms, p99 20.0 ms (350 of 600 probes seen); 50 ms → p50 5.0 ms, p99 20.0 ms." in text
