@@ -326,13 +326,13 @@ def plot(results: dict[str, Any], directory: Path) -> list[str]:
     ]
     if not p.get("skipped"):
         bars += [
-            ("ingest 1/msg", median([r["readings_per_s"] for r in p.get("one", [])])),
-            ("ingest 10/msg", median([r["readings_per_s"] for r in p.get("ten", [])])),
+            ("ingest 1/msg (during load)", median([r["readings_per_s"] for r in p.get("one", [])])),
+            ("ingest 10/msg (during load)", median([r["readings_per_s"] for r in p.get("ten", [])])),
         ]
     if p.get("processes"):
-        bars.append(("2 ingest processes 1/msg", median([overall_rate(r) for r in p["processes"]["two"]])))
+        bars.append(("2 ingest processes 1/msg (sustained)", median([overall_rate(r) for r in p["processes"]["two"]])))
     q = results.get("processors") or {}
-    for key, label in (("inline", "inline processors"), ("kafka", "Kafka + Faust processors")):
+    for key, label in (("inline", "inline processors (processed)"), ("kafka", "Kafka + Faust (processed)")):
         if q.get(key):
             bars.append((label, median([processed_rate(r) for r in q[key]])))
     written = []
