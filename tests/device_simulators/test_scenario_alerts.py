@@ -183,7 +183,8 @@ async def test_scenarios_replayed_as_live_page_the_care_team(
     reason="the heart-failure template's weight trend (0.9 kg over 24 h, no hysteresis margin, clear_count 1)"
     " flaps with morning and evening weigh-ins: each evening's reading opens an episode against the previous"
     " morning, each morning's clears it as the 24 h window drops the older reading, so three days of steady gain"
-    " raise three episodes instead of one (reported to the processors owner)",
+    " raise three episodes instead of one (the template is migration 0070's; the processors' own weight scenario"
+    " uses a 0.5 kg margin)",
 )
 async def test_weight_gain_is_one_episode(
     db: Conn,
