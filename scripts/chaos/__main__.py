@@ -24,7 +24,7 @@ from scripts.chaos.table import render
 async def _run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     quick = args.quick
-    wanted = args.only or list(scenarios.SCENARIOS)
+    wanted = args.only or [*scenarios.SCENARIOS, "faust-kafka"]
     plain = [name for name in wanted if name != "faust-kafka"]
     if plain:
         with stack() as running:
