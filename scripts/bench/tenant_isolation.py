@@ -28,24 +28,12 @@ import asyncpg
 import psycopg
 from psycopg import sql
 
+from ingest.writer import COLUMNS
 from migrations.runner import migrate
 from migrations.settings import MigrationSettings
-from tests.roles import Role, RoleSettings
+from scripts.database import DatabaseSettings as RoleSettings
+from scripts.database import Role
 
-COLUMNS = (
-    "id",
-    "organization_id",
-    "patient_id",
-    "device_id",
-    "vital_type_id",
-    "value",
-    "original_value",
-    "original_unit",
-    "measured_at",
-    "received_at",
-    "message_id",
-    "metadata",
-)
 Row = tuple[Any, ...]
 MERGE = (
     f"INSERT INTO vital_readings ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM bench_staging"
