@@ -11,7 +11,7 @@ stored values of the repeats.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -21,9 +21,10 @@ import asyncpg
 
 from ingest.admission import AcceptedReading, Envelope, Limits, Parsed, Verdict, judge, parse_envelope
 from ingest.database import STAGING_TABLE, as_ingest_error, load_devices
+from ingest.directory import DeviceRecord
 from ingest.errors import BatchRefusedError, DatabaseUnavailableError
 from ingest.event import ReadingEvent, event_of
-from ingest.identity import RecentIdentities, conflict_rejection, plan_batch
+from ingest.identity import Plan, RecentIdentities, conflict_rejection, plan_batch
 from ingest.payload import claimed_serial
 from ingest.rejection import Rejection, RejectionReason, safe_text
 from ingest.units import UnitRegistry
@@ -148,68 +149,45 @@ class Writer:
         only_reading: Sequence[int | None] | None,
         store_rejections: bool,
     ) -> Written:
-        parsed = self._pure(lambda: [parse_envelope(e, self.limits) for e in envelopes])
+        parsed = self._pure(lambda: parse_batch(envelopes, self.limits))
         serials = {p.serial for p in parsed if not isinstance(p, Rejection)}
         directory = await load_devices(conn, serials)
-
-        def judged() -> list[Verdict]:
-            verdicts = []
-            for i, (envelope, result) in enumerate(zip(envelopes, parsed, strict=True)):
-                device = None if isinstance(result, Rejection) else directory.get(result.serial)
-                verdict = judge(envelope, result, device, self.units, self.limits)
-                if only_reading is not None and only_reading[i] is not None:
-                    verdict = _restrict(verdict, only_reading[i])
-                verdicts.append(verdict)
-            return verdicts
-
-        verdicts = self._pure(judged)
-        plan = self._pure(lambda: plan_batch(verdicts, self.recent))
-        refused: list[list[Rejection]] = [list(v.rejections) for v in verdicts]
-        for conflict in plan.conflicts:
-            refused[conflict.verdict_index].append(conflict.rejection)
-        stored = [0] * len(verdicts)
+        judged = self._pure(
+            lambda: judge_batch(envelopes, parsed, directory, self.units, self.limits, self.recent, only_reading)
+        )
+        plan = judged.plan
 
         async with conn.transaction():
             existing: dict[UUID, float] = {}
             if plan.rows:
-                await conn.copy_records_to_table(STAGING_TABLE, records=map(_record, plan.rows), columns=COLUMNS)
+                await conn.copy_records_to_table(STAGING_TABLE, records=judged.records(), columns=COLUMNS)
                 inserted = {row["id"] for row in await conn.fetch(_MERGE)}
                 if len(inserted) != len(plan.rows):
                     missing = [r.id for r in plan.rows if r.id not in inserted]
                     existing = {row["id"]: row["value"] for row in await conn.fetch(_EXISTING, missing)}
                     if len(existing) != len(missing):
                         raise DatabaseUnavailableError("readings neither inserted nor found; retrying the batch")
-            for reading, verdict_index in zip(plan.rows, plan.row_verdicts, strict=True):
-                if reading.id not in existing:
-                    stored[verdict_index] += 1
-                elif existing[reading.id] != reading.value:
-                    refused[verdict_index].append(conflict_rejection(reading, existing[reading.id]))
+            settled = judged.settle(existing)
             rejection_rows = [
-                _rejection_row(verdicts[i], r, self.limits.max_payload_bytes)
-                for i in range(len(verdicts))
-                for r in refused[i]
+                _rejection_row(judged.verdicts[i], r, self.limits.max_payload_bytes)
+                for i, refusals in enumerate(settled.refused)
+                for r in refusals
             ]
             if store_rejections and rejection_rows:
                 await conn.execute(_REJECTIONS, *_columns(rejection_rows, 11))
-            stored_rows = [r for r in plan.rows if r.id not in existing] if existing else list(plan.rows)
             outbox_id: int | None = None
-            if stored_rows and self.destination is not None:
+            if settled.rows and self.destination is not None:
                 outbox_id = await conn.fetchval(
                     _OUTBOX,
                     self.destination,
-                    [r.device_id for r in stored_rows],
-                    [r.vital_type_id for r in stored_rows],
-                    [r.measured_at for r in stored_rows],
+                    [r.device_id for r in settled.rows],
+                    [r.vital_type_id for r in settled.rows],
+                    [r.measured_at for r in settled.rows],
                 )
 
         for reading in plan.rows:
             self.recent.remember(reading.key, existing.get(reading.id, reading.value))
-        outcomes = []
-        for i, verdict in enumerate(verdicts):
-            conflicts = sum(1 for r in refused[i] if r.reason is RejectionReason.CONFLICTING_DUPLICATE)
-            duplicates = len(verdict.readings) - stored[i] - conflicts
-            outcomes.append(MessageOutcome(verdict, stored[i], duplicates, tuple(refused[i])))
-        return Written(tuple(outcomes), tuple(event_of(r, self.units) for r in stored_rows), outbox_id)
+        return settled.written(judged.verdicts, self.units, outbox_id)
 
     @staticmethod
     def _pure(step: Callable[[], _T]) -> _T:
@@ -237,6 +215,81 @@ class Writer:
         except BaseException as exc:
             raise as_ingest_error(exc) from exc
         return Written((MessageOutcome(verdict, 0, 0, (rejection,)),), (), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A batch after the merge: refusals per message (conflicts included), readings stored per message, and the
+    rows that were new (what the outbox and the processors get)."""
+
+    refused: list[list[Rejection]]
+    stored: list[int]
+    rows: list[AcceptedReading]
+
+    def written(self, verdicts: Sequence[Verdict], units: UnitRegistry, outbox_id: int | None) -> Written:
+        outcomes = []
+        for i, verdict in enumerate(verdicts):
+            refused = self.refused[i]
+            conflicts = sum(1 for r in refused if r.reason is RejectionReason.CONFLICTING_DUPLICATE)
+            duplicates = len(verdict.readings) - self.stored[i] - conflicts
+            outcomes.append(MessageOutcome(verdict, self.stored[i], duplicates, tuple(refused)))
+        return Written(tuple(outcomes), tuple(event_of(r, units) for r in self.rows), outbox_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A judged batch: one verdict per message and the plan of candidate rows."""
+
+    verdicts: list[Verdict]
+    plan: Plan
+
+    def records(self) -> list[tuple[object, ...]]:
+        """The candidate rows as COPY records, in `COLUMNS` order."""
+        return [_record(r) for r in self.plan.rows]
+
+    def settle(self, existing: Mapping[UUID, float]) -> Settled:
+        """What the batch came to, given the stored values of candidate rows the merge did not insert."""
+        plan = self.plan
+        refused: list[list[Rejection]] = [list(v.rejections) for v in self.verdicts]
+        for conflict in plan.conflicts:
+            refused[conflict.verdict_index].append(conflict.rejection)
+        stored = [0] * len(self.verdicts)
+        for reading, verdict_index in zip(plan.rows, plan.row_verdicts, strict=True):
+            if reading.id not in existing:
+                stored[verdict_index] += 1
+            elif existing[reading.id] != reading.value:
+                refused[verdict_index].append(conflict_rejection(reading, existing[reading.id]))
+        rows = [r for r in plan.rows if r.id not in existing] if existing else list(plan.rows)
+        return Settled(refused, stored, rows)
+
+
+def parse_batch(envelopes: Sequence[Envelope], limits: Limits) -> list[Parsed | Rejection]:
+    """Each envelope parsed (topic, size, JSON, structure), or its message-level refusal."""
+    return [parse_envelope(e, limits) for e in envelopes]
+
+
+def judge_batch(
+    envelopes: Sequence[Envelope],
+    parsed: Sequence[Parsed | Rejection],
+    directory: Mapping[str, DeviceRecord],
+    units: UnitRegistry,
+    limits: Limits,
+    recent: RecentIdentities,
+    only_reading: Sequence[int | None] | None = None,
+) -> Judged:
+    """Judges each parsed message against the registry and plans the batch's rows (dedupe in batch and cache).
+
+    Args:
+        only_reading: per envelope, a reading index to restrict it to (replay of one refused reading).
+    """
+    verdicts = []
+    for i, (envelope, result) in enumerate(zip(envelopes, parsed, strict=True)):
+        device = None if isinstance(result, Rejection) else directory.get(result.serial)
+        verdict = judge(envelope, result, device, units, limits)
+        if only_reading is not None and only_reading[i] is not None:
+            verdict = _restrict(verdict, only_reading[i])
+        verdicts.append(verdict)
+    return Judged(verdicts, plan_batch(verdicts, recent))
 
 
 async def touch_devices(conn: asyncpg.Connection, seen: dict[UUID, datetime]) -> None:
