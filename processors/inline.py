@@ -95,6 +95,7 @@ class InlineProcessor:
         clock: Clock = utc_now,
         tick_batch: int = 200,
         state_cache: int = 10_000,
+        on_commit: Callable[[Sequence[Output]], None] | None = None,
     ) -> None:
         self._pool = pool
         self._config = config
@@ -102,6 +103,8 @@ class InlineProcessor:
         self._clock = clock
         self._tick_batch = tick_batch
         self._state_cache = state_cache
+        # Told each committed batch's outputs (the clock's metrics count alerts and notifications).
+        self._on_commit = on_commit
         # The states this process committed last (most recently used last); checked against the table's version.
         self._states: OrderedDict[UUID, PatientState] = OrderedDict()
         self.listening = asyncio.Event()
@@ -144,6 +147,8 @@ class InlineProcessor:
             self._states.move_to_end(patient_id)
         while len(self._states) > self._state_cache:
             self._states.popitem(last=False)
+        if self._on_commit is not None:
+            self._on_commit(result.outputs)
         return result.outputs
 
     # -- long-running tasks -----------------------------------------------------------------------------------
