@@ -15,7 +15,7 @@ import asyncpg
 
 from processors.delivery.dispatcher import Dispatcher
 from processors.delivery.escalator import Escalator
-from processors.delivery.health import HealthServer
+from processors.health import HealthServer
 from processors.delivery.in_app import InAppSender
 from processors.delivery.mail import EmailSender
 from processors.delivery.metrics import DeliveryMetrics

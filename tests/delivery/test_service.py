@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
-from processors.delivery.health import HealthServer
+from processors.health import HealthServer
 from processors.delivery.logs import JsonFormatter
 from processors.delivery.metrics import DeliveryMetrics
 from processors.delivery.service import Readiness, serve
