@@ -55,8 +55,12 @@ class IngestSettings(BaseSettings):
     ingest_mqtt_session_expiry_s: int = Field(default=7 * 24 * 3600, gt=0, le=0xFFFFFFFF)
     # Unacknowledged QoS 1 messages the broker may have in flight to us (MQTT 5 Receive Maximum).
     ingest_mqtt_receive_maximum: int = Field(default=10_000, ge=1, le=65_535)
-    # Processes in the same share group split the readings ($share/<group>/...); empty: a plain subscription.
-    ingest_mqtt_share_group: str = "ingest"
+    # Empty (the default, one ingest process): a plain subscription in the persistent session, which Mosquitto keeps
+    # across its own restart, so readings are queued even before ingest reconnects. A scale-out deployment sets a
+    # group explicitly: processes in it split the readings ($share/<group>/...), but Mosquitto 2.0 does not persist
+    # shared subscriptions, so after a broker restart readings are dropped until a member has resubscribed
+    # (docs/reliability.md).
+    ingest_mqtt_share_group: str = ""
     # Topic filters (JSON lists in the environment); narrower filters let tests own their devices' topics.
     ingest_mqtt_readings_filters: tuple[str, ...] = ("devices/+/readings",)
     # Empty: do not follow device status topics.

@@ -20,6 +20,12 @@ from scripts.chaos.scenarios import Env, Row
 from scripts.chaos.stack import stack
 from scripts.chaos.table import render
 
+# (share group, ingest running through the fault) per broker scenario.
+BROKER_VARIANTS = {
+    "restart-broker": [("", False), ("", True), ("ingest", False), ("ingest", True)],
+    "kill-broker": [("", False), ("ingest", False)],
+}
+
 
 async def _run(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
@@ -40,8 +46,13 @@ async def _run(args: argparse.Namespace) -> list[Row]:
                 elif name == "pause-postgres":
                     row = await scenarios.pause_database(env, rate=args.rate, outage_s=20 if quick else 60)
                 elif name in ("restart-broker", "kill-broker"):
-                    for share in ("ingest", ""):  # as deployed ($share/ingest), and a plain subscription
-                        row = await scenarios.broker_fault(env, rate=args.rate, kill=name == "kill-broker", share=share)
+                    # The default plain subscription (one ingest process) and scale-out's $share/ingest; a restart
+                    # also with ingest running through it (the usual case: ingest reconnects by itself).
+                    kill = name == "kill-broker"
+                    for share, online in BROKER_VARIANTS[name]:
+                        row = await scenarios.broker_fault(
+                            env, rate=args.rate, kill=kill, share=share, ingest_online=online
+                        )  # fmt: skip
                         rows.append(row)
                         print(render([row]), file=sys.stderr, flush=True)
                     continue

@@ -194,8 +194,9 @@ async def test_two_processes_share_the_subscription_and_lose_nothing_when_one_is
 ) -> None:
     devices = [mqtt_device(assign_to=patient) for _ in range(3)]
     serials = [d.serial for d in devices]
-    a = await ingest_process(serials).ready()
-    b = await ingest_process(serials).ready()
+    # Scale-out names its share group explicitly: the default is a plain subscription (one process).
+    a = await ingest_process(serials, ingest_mqtt_share_group="ingest").ready()
+    b = await ingest_process(serials, ingest_mqtt_share_group="ingest").ready()
     for d in devices:
         await publish(ingest_settings, d.serial, d.password, messages(200))
     await eventually(lambda: stored(db, *devices) == 600, what="first 600")
@@ -211,7 +212,7 @@ async def test_two_processes_share_the_subscription_and_lose_nothing_when_one_is
     await asyncio.sleep(3.0)
     # Mosquitto keeps routing a share of the messages to the dead member's persistent session, queued for it.
     held_for_b = 1200 - stored(db, *devices)
-    b2 = await ingest_process(serials, client_id=b.client_id).ready()
+    b2 = await ingest_process(serials, client_id=b.client_id, ingest_mqtt_share_group="ingest").ready()
     await eventually(lambda: stored(db, *devices) == 1200, what="all 1200 after the member came back")
     for d in devices:
         assert seqs(db, d) == list(range(400))

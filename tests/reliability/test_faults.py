@@ -74,3 +74,28 @@ async def test_a_postgres_restart_mid_load_stops_acks_and_loses_nothing(env: Env
     assert (reconciled.missing, reconciled.partial, reconciled.unexpected, duplicated) == (0, 0, 0, 0)
     assert reconciled.stored == result["sent"]
     assert scenarios.outbox_rows(env) == 0
+
+
+async def test_a_graceful_broker_restart_with_ingest_running_loses_nothing(env: Env) -> None:
+    """The default plain subscription lives in ingest's persistent session, which Mosquitto saves at shutdown and
+    restores at start: readings published before ingest has reconnected are queued for it, not dropped (with a
+    `$share/...` subscription Mosquitto 2.0 answers them 0x10 "no matching subscribers": docs/reliability.md)."""
+    service = ingest(env.stack, ingest_mqtt_client_id="test-broker-restart").start()  # the default share group
+    try:
+        await asyncio.to_thread(service.ready)
+        load = Load(env, RATE, 12).start()
+        await asyncio.sleep(4)
+        await asyncio.to_thread(env.stack.broker_restart)
+        result = await load.result()
+        recovery, reconciled, duplicated = await scenarios.settle(env, result, time.monotonic(), limit_s=40)
+        assert service.alive, service.log()[-2000:]
+    finally:
+        service.close()
+    assert result["reason_codes"].get("0x10", 0) == 0  # nothing acknowledged without a subscriber
+    assert result["refused"] == 0
+    assert result["sent"] >= 0.9 * RATE * 12
+    assert recovery is not None, reconciled
+    # Publishes the broker never acknowledged (in flight as it stopped) are the device's to resend, not a loss.
+    lost = max(0, reconciled.missing - result["unacked"]) + reconciled.partial
+    assert (lost, reconciled.unexpected, duplicated) == (0, 0, 0)
+    assert scenarios.outbox_rows(env) == 0
