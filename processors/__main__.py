@@ -2,7 +2,7 @@
 
 python -m processors clock                  the inline runner's clock and change listener (ticks: missed
                                             checks, silent devices, quiet-time clears); readings come from
-                                            ingest's relay in the ingest process
+                                            ingest's relay in the ingest process (processors.clock)
 python -m processors faust worker [...]     the Faust runner (any `faust` worker arguments, e.g. --without-web)
 python -m processors delivery [...]         notifications to care teams and escalation (processors.delivery)
 python -m processors alerts list|show|ack|assign|resolve [...]   the alert lifecycle (processors.alerts_cli)
@@ -13,36 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from processors.settings import ProcessorSettings
-
-
-async def _clock(settings: ProcessorSettings) -> None:
-    import asyncpg
-
-    from processors.contexts import ContextCache
-    from processors.inline import InlineProcessor
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    pool = await asyncpg.create_pool(
-        settings.database_url(), min_size=settings.pool_min_size, max_size=settings.pool_max_size
-    )
-    try:
-        processor = InlineProcessor(
-            pool,
-            settings.engine(),
-            contexts=ContextCache(ttl=settings.processor_context_ttl_s),
-            tick_batch=settings.processor_tick_batch,
-        )
-        await processor.run(stop, settings.processor_tick_interval_s)
-    finally:
-        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parsed = parser.parse_args(args)
     logging.basicConfig(level=parsed.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_clock(ProcessorSettings()))
+    from processors.clock import serve
+
+    asyncio.run(serve(ProcessorSettings()))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
+from uuid import UUID
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,18 @@ class ProcessorSettings(BaseSettings):
     processor_tick_batch: int = Field(default=200, ge=1)
     # Upper bound on how stale a cached patient context may get if a database notification is lost.
     processor_context_ttl_s: float = Field(default=300, gt=0)
+    # The clock's ticks cover only these organizations' patients (empty: every organization), like
+    # DELIVERY_ORGANIZATIONS: several clocks can share the work, and tests tick only their own tenant.
+    processor_tick_organizations: tuple[UUID, ...] = ()
+    # SIGTERM: a tick in flight gets this long to finish its batch, then it is cancelled (its transaction rolls
+    # back: ticks are idempotent, the next run repeats it) and the pool is closed within the same bound.
+    processor_stop_grace_s: float = Field(default=2.0, ge=0)
+
+    # Prometheus /metrics, /healthz and /readyz of `python -m processors clock` and of the Faust worker;
+    # 0 picks a free port (logged), -1 disables the server (ingest uses 9108, delivery 9110).
+    processor_metrics_host: str = "127.0.0.1"
+    processor_clock_metrics_port: int = Field(default=9109, ge=-1, le=65535)
+    processor_faust_metrics_port: int = Field(default=9111, ge=-1, le=65535)
 
     @property
     def faust_datadir(self) -> Path:

@@ -255,8 +255,13 @@ def test_compose_prometheus_scrapes_the_jobs_of_local_runs_at_the_services() -> 
     docker = yaml.safe_load((ROOT / "deploy/compose/prometheus/prometheus.yml").read_text())
     local_jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in local["scrape_configs"]}
     docker_jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in docker["scrape_configs"]}
-    assert set(local_jobs) <= set(docker_jobs)
+    # Compose runs the Kafka transport: the Faust leader's timer ticks, so it has no inline processors clock.
+    local_only = {"processors-clock"}
+    assert set(local_jobs) - local_only <= set(docker_jobs)
+    assert not local_only & set(docker_jobs)
     for job, targets in local_jobs.items():
+        if job in local_only:
+            continue
         (host_port,) = docker_jobs[job]
         host, port = host_port.split(":")
         assert host in services(), f"{job} scrapes {host}, not a compose service"

@@ -1,5 +1,5 @@
-"""A real Prometheus (Debian's package) on loopback scrapes a running ingest and a running delivery service,
-and answers queries for their metrics."""
+"""A real Prometheus (Debian's package) on loopback scrapes a running ingest, a running delivery service and a
+running processors clock, and answers queries for their metrics."""
 
 from __future__ import annotations
 
@@ -127,6 +127,35 @@ def delivery_service(org: factories.Organization) -> Iterator[int]:
 
 
 @pytest.fixture
+def processors_clock(org: factories.Organization) -> Iterator[int]:
+    """`python -m processors clock` ticking this test's organization; yields its metrics port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROCESSOR_TICK_ORGANIZATIONS": json.dumps([str(org.id)]),
+        "PROCESSOR_TICK_INTERVAL_S": "0.5",
+        "PROCESSOR_CLOCK_METRICS_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processors", "clock"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+        assert proc.returncode == 0, err.decode()[-2000:]
+
+
+@pytest.fixture
 async def ingest(
     mqtt_device: MqttDeviceFactory, ingest_settings: IngestSettings
 ) -> AsyncIterator[tuple[IngestProcess, factories.Device]]:
@@ -145,11 +174,14 @@ async def test_prometheus_scrapes_the_running_services(
     org: factories.Organization,
     patient: factories.Patient,
     delivery_service: int,
+    processors_clock: int,
     ingest: tuple[IngestProcess, factories.Device],
     ingest_settings: IngestSettings,
     tmp_path: Path,
 ) -> None:
     process, device = ingest
+    # Monitored from now on (an assigned device): the clock's next passes visit it.
+    factories.create_device(db, org.id, assign_to=patient)
     recipient = db.execute(
         "SELECT h.user_id FROM patient_provider_assignments a JOIN healthcare_providers h ON h.id = a.provider_id"
         " WHERE a.patient_id = %s LIMIT 1",
@@ -159,12 +191,19 @@ async def test_prometheus_scrapes_the_running_services(
     add_notification(db, patient, recipient[0], scheduled_for=datetime.now(UTC))
     await publish(ingest_settings, device.serial, device.password, [message(factories.unique("m"), reading())])
 
-    prometheus = Prometheus(tmp_path, {"ingest": process.metrics_port, "delivery": delivery_service})
+    prometheus = Prometheus(
+        tmp_path,
+        {"ingest": process.metrics_port, "delivery": delivery_service, "processors-clock": processors_clock},
+    )
     try:
         await _until(prometheus.ready, "prometheus ready")
-        up = await _until(lambda: prometheus.query("up == 1"), "both targets up")
-        await _until(lambda: len(prometheus.query("up == 1")) == 2, "both targets up")
-        assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {"ingest", "delivery"}, up
+        up = await _until(lambda: prometheus.query("up == 1"), "the targets up")
+        await _until(lambda: len(prometheus.query("up == 1")) == 3, "the three targets up")
+        assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {
+            "ingest",
+            "delivery",
+            "processors-clock",
+        }, up
 
         sent = await _until(
             lambda: prometheus.query('delivery_attempts_total{channel="in_app",outcome="sent"} > 0'),
@@ -178,5 +217,14 @@ async def test_prometheus_scrapes_the_running_services(
         # A dashboard query evaluates against the scraped data.
         backlog = await _until(lambda: prometheus.query("sum by (state) (delivery_backlog_deliveries)"), "backlog")
         assert {r["metric"]["state"] for r in backlog} == {"pending", "sending", "due"}
+        # The clock ticked this organization's one patient (its passes are scraped as they complete).
+        ticks = await _until(lambda: prometheus.query('processors_ticks_total{job="processors-clock"} >= 2'), "ticks")
+        assert float(ticks[0]["value"][1]) >= 2
+        patients = await _until(
+            lambda: prometheus.query('processors_tick_patients_total{job="processors-clock"} > 0'), "a patient ticked"
+        )
+        assert float(patients[0]["value"][1]) >= 1
+        stale = prometheus.query('time() - processors_last_tick_timestamp_seconds{job="processors-clock"}')
+        assert float(stale[0]["value"][1]) < 30
     finally:
         prometheus.stop()
