@@ -1,7 +1,8 @@
 """Admin commands: `devices add|assign|unassign|revoke|rotate-credentials|list` and `rejections list|replay`.
 
 Device commands run as the schema owner and resync the broker's password file and ACL after each change, so a new
-device can connect, and a revoked one is locked out, within seconds.
+device can connect, and a revoked one is locked out, within seconds; revoking also puts the device's client
+certificates (mutual TLS) into the CRL, which the same broker reload applies.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import json
 import re
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from uuid import UUID
 
 import psycopg
 
-from ingest import provisioning
+from ingest import certificates, provisioning
 from ingest.broker_sync import sync_broker
 from ingest.rejection import RejectionReason
 from ingest.settings import IngestSettings
@@ -138,13 +140,31 @@ def _devices(args: argparse.Namespace, settings: IngestSettings) -> int:
             ended = provisioning.unassign_device(conn, serial=args.serial, at=args.at)
             print(f"{args.serial}: " + ("assignment ended" if ended else "had no open assignment"))
         elif args.action == "revoke":
-            provisioning.revoke_device(conn, serial=args.serial)
-            sync_broker(settings)
-            print(f"revoked {args.serial}")
+            return _revoke(conn, settings, args.serial)
         elif args.action == "rotate-credentials":
             password = provisioning.rotate_credentials(conn, serial=args.serial)
             sync_broker(settings)
             _secret(args, {"serial": args.serial, "password": password})
+    return 0
+
+
+def _revoke(conn: psycopg.Connection[Any], settings: IngestSettings, serial: str) -> int:
+    """The registry first (ingest refuses the serial), then its client certificates into the CRL, then one broker
+    reload for the password file, the ACL and the CRL: neither a password nor a certificate logs it in again."""
+    provisioning.revoke_device(conn, serial=serial)
+    revocation: certificates.Revocation | None = None
+    failure: Exception | None = None
+    try:
+        revocation = certificates.revoke_certificates(serial)
+    except (certificates.CertificateError, OSError, subprocess.SubprocessError) as exc:
+        failure = exc
+    sync_broker(settings)
+    print(f"revoked {serial}")
+    if revocation is not None and revocation.has_ca:
+        print(f"{serial}: {revocation.revoked} client certificate(s) revoked; the broker reloaded its CRL")
+    if failure is not None:
+        print(f"error: {serial} is revoked, but its client certificates could not be: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

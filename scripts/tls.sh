@@ -6,9 +6,12 @@
 #                   checked to enforce revocation at any time.
 #   device SERIAL   a client certificate whose CN is the device serial (the broker's mTLS listener takes it as the
 #                   username: use_identity_as_username). Prints the paths of the key and certificate.
-#   revoke SERIAL   revokes every certificate issued to SERIAL, rewrites the CRL and reloads the broker (SIGHUP:
+#   revoke SERIAL [--no-reload]
+#                   revokes every certificate issued to SERIAL, rewrites the CRL and reloads the broker (SIGHUP:
 #                   Mosquitto 2.0.11 re-reads the CRL then; a connection already open stays open, but a device
-#                   revoked in the registry has lost its ACL entry, so it can publish nothing).
+#                   revoked in the registry has lost its ACL entry, so it can publish nothing). Prints
+#                   "revoked N certificate(s) of SERIAL"; without a CA, "no CA: ..." (and makes none). `python -m
+#                   ingest devices revoke` calls it with --no-reload and reloads once with the password file and ACL.
 #   crl             rewrites the CRL (valid 30 days: `up` renews it when it has less than 7 left) and reloads.
 #
 # Keys live under $RPM_TLS_DIR (default $RPM_STATE_DIR/tls), never in the repository. The CA key can impersonate
@@ -92,7 +95,7 @@ make_ca() {
     openssl req -config "$CONF" -new -x509 -key "$CA/ca.key" -days "$CA_DAYS" -sha256 -extensions v3_ca \
         -subj "/O=rpm-telemetry/CN=rpm-telemetry project CA" -out "$CA/ca.crt"
     issue "$CANARY" >/dev/null
-    revoke_certs "$CANARY"
+    revoke_certs "$CANARY" >/dev/null
 }
 
 # issue CN [DIR]: a key and a certificate for a device (clientAuth) or, with CN=broker, the broker (serverAuth).
@@ -109,21 +112,25 @@ issue() {
     echo "$key $crt"
 }
 
+# revoke_certs CN [reload|no-reload]
 revoke_certs() {
-    local cn=$1 serials serial
+    local cn=$1 serials serial count=0
     # index.txt is tab-separated: status, expiry, revocation date (empty while valid), serial, file, subject.
     serials=$(awk -F'\t' -v subject="/CN=$cn" '$1 == "V" && $6 == subject { print $4 }' "$CA/index.txt")
     for serial in $serials; do
         openssl ca -config "$CONF" -revoke "$CA/newcerts/$serial.pem" -crl_reason keyCompromise 2>/dev/null
+        count=$((count + 1))
     done
-    write_crl
-    [ -n "$serials" ] || log "no valid certificate for $cn"
+    write_crl "${2:-reload}"
+    echo "revoked $count certificate(s) of $cn"
 }
 
+# write_crl [reload|no-reload]
 write_crl() {
     openssl ca -config "$CONF" -gencrl -out "$CA/crl.pem.new" 2>/dev/null
     mv "$CA/crl.pem.new" "$CA/crl.pem"
     publish
+    [ "${1:-reload}" = reload ] || return 0
     # Reload the project's broker if it uses this CRL.
     local pidfile="$RPM_STATE_DIR/mosquitto/mosquitto.pid" conf="$RPM_STATE_DIR/mosquitto/mosquitto.conf"
     if pid_alive "$pidfile" && grep -qF "crlfile $BROKER/crl.pem" "$conf" 2>/dev/null; then
@@ -169,12 +176,17 @@ flock 9
 case "${1:-}" in
     up) up ;;
     device) [ $# -eq 2 ] || die "usage: $0 device SERIAL"; check_cn "$2"; up >/dev/null; issue "$2" ;;
-    revoke) [ $# -eq 2 ] || die "usage: $0 revoke SERIAL"; up >/dev/null; revoke_certs "$2" ;;
+    revoke)
+        [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = --no-reload ]; } || die "usage: $0 revoke SERIAL [--no-reload]"
+        if [ ! -f "$CA/ca.crt" ]; then echo "no CA in $CA: no certificate of $2 to revoke"; exit 0; fi
+        up >/dev/null
+        if [ $# -eq 3 ]; then revoke_certs "$2" no-reload; else revoke_certs "$2"; fi
+        ;;
     crl) up >/dev/null; write_crl ;;
     status)
         [ -f "$CA/ca.crt" ] || { echo "tls: no CA (run: $0 up)"; exit 0; }
         echo "tls: CA $(openssl x509 -in "$CA/ca.crt" -noout -enddate), CRL valid $(crl_days_left) more days," \
              "$(grep -c '^R' "$CA/index.txt") revoked of $(wc -l < "$CA/index.txt") issued"
         ;;
-    *) die "usage: $0 up|device SERIAL|revoke SERIAL|crl|status" ;;
+    *) die "usage: $0 up|device SERIAL|revoke SERIAL [--no-reload]|crl|status" ;;
 esac

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -338,3 +339,54 @@ def test_revoking_a_device_ends_its_certificate_and_its_publishing(
     assert code in {NOT_AUTHORIZED, None}  # the open connection may stay, but publishes nothing
     with pytest.raises(OSError):
         _handshake(tls, tls.mqtt_mtls_port, _context(tls, cert))
+
+
+def test_devices_revoke_puts_the_certificate_in_the_crl_and_the_broker_refuses_it_within_seconds(
+    db: psycopg.Connection[Any],
+    tls: TlsSettings,
+    mqtt_device: MqttDeviceFactory,
+    clients: list[Client],
+) -> None:
+    """`python -m ingest devices revoke` alone (no manual scripts/tls.sh revoke): the registry, the CRL and one
+    broker reload, so the device's certificate no longer logs in over mutual TLS."""
+    device = mqtt_device()
+    cert = issue(device.serial)
+    _handshake(tls, tls.mqtt_mtls_port, _context(tls, cert))
+    connected = Client(tls, tls.mqtt_mtls_port, cert=cert)
+    clients.append(connected)
+    assert connected.connack == 0
+    assert connected.publish(f"devices/{device.serial}/readings", b"before") in ACCEPTED
+
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "devices", "revoke", device.serial],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{device.serial}: 1 client certificate(s) revoked" in done.stdout
+    refused_after = None
+    while refused_after is None and time.monotonic() - started < 10:
+        try:
+            _handshake(tls, tls.mqtt_mtls_port, _context(tls, cert))
+            time.sleep(0.1)
+        except OSError:
+            refused_after = time.monotonic() - started
+    assert refused_after is not None, "the revoked certificate still completes a handshake after 10 s"
+    print(f"revoked certificate refused {refused_after:.2f} s after the command started")
+
+    again = Client(tls, tls.mqtt_mtls_port, cert=cert)
+    clients.append(again)
+    assert again.connack != 0  # no MQTT session with the revoked certificate (None: the TLS layer closed first)
+    # The connection opened before the revocation stays open (Mosquitto cannot drop it on reload), but its ACL entry
+    # is gone: it publishes nothing.
+    assert connected.publish(f"devices/{device.serial}/readings", b"after") in {NOT_AUTHORIZED, None}
+    status = db.execute("SELECT status::text FROM devices WHERE serial = %s", (device.serial,)).fetchone()
+    assert status == ("revoked",)
+    index = (tls.tls_dir / "ca" / "index.txt").read_text()
+    assert any(line.startswith("R\t") and line.endswith(f"/CN={device.serial}") for line in index.splitlines()), (
+        "the certificate is revoked in the CA's index"
+    )
