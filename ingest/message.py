@@ -74,6 +74,15 @@ def parse_timestamp(text: str) -> datetime | None:
 
 def validate_message(obj: dict[str, Any], *, max_meta_bytes: int) -> Message | Rejection:
     """Checks a decoded JSON object against the wire contract; returns the message or its message-level refusal."""
+    plain = _plainly_valid(obj)
+    if plain is None:
+        return validate_with_model(obj, max_meta_bytes=max_meta_bytes)
+    message_id, readings, sent_text, meta = plain
+    return _message(message_id, readings, sent_text, meta, max_meta_bytes)
+
+
+def validate_with_model(obj: dict[str, Any], *, max_meta_bytes: int) -> Message | Rejection:
+    """`validate_message` through the pydantic model only: the authority on what is valid and on why not."""
     try:
         model = _MessageModel.model_validate(obj)
     except ValidationError as exc:
@@ -81,25 +90,73 @@ def validate_message(obj: dict[str, Any], *, max_meta_bytes: int) -> Message | R
     for name in ("sent_at", "meta"):
         if name in obj and obj[name] is None:
             return Rejection(RejectionReason.INVALID_MESSAGE, f"{name}: null is not allowed; omit the field")
+    readings = tuple(ReadingInput(r.type, r.value, r.unit, r.measured_at) for r in model.readings)
+    return _message(model.message_id, readings, model.sent_at, model.meta, max_meta_bytes)
+
+
+def _message(
+    message_id: str,
+    readings: tuple[ReadingInput, ...],
+    sent_text: str | None,
+    meta: dict[str, Any] | None,
+    max_meta_bytes: int,
+) -> Message | Rejection:
     sent_at = None
-    if model.sent_at is not None:
-        sent_at = parse_timestamp(model.sent_at)
+    if sent_text is not None:
+        sent_at = parse_timestamp(sent_text)
         if sent_at is None:
             return Rejection(RejectionReason.INVALID_MESSAGE, "sent_at: not RFC 3339 with an offset")
     parts: list[str] = []
-    if model.meta is not None:
-        meta = _meta_text(model.meta, max_meta_bytes)
-        if isinstance(meta, Rejection):
-            return meta
-        parts.append(f'"meta":{meta}')
+    if meta is not None:
+        meta_text = _meta_text(meta, max_meta_bytes)
+        if isinstance(meta_text, Rejection):
+            return meta_text
+        parts.append(f'"meta":{meta_text}')
     if sent_at is not None:
         parts.append(f'"sent_at":"{sent_at.isoformat()}"')
-    return Message(
-        message_id=model.message_id,
-        readings=tuple(ReadingInput(r.type, r.value, r.unit, r.measured_at) for r in model.readings),
-        sent_at=sent_at,
-        metadata="{" + ",".join(parts) + "}",
-    )
+    return Message(message_id=message_id, readings=readings, sent_at=sent_at, metadata="{" + ",".join(parts) + "}")
+
+
+_MESSAGE_KEYS = frozenset(("message_id", "readings", "sent_at", "meta"))
+_READING_KEYS = frozenset(("type", "value", "unit", "measured_at"))
+_MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN[1:-1])  # used with fullmatch: re's `$` also matches before a "\n"
+
+
+def _plainly_valid(
+    obj: dict[str, Any],
+) -> tuple[str, tuple[ReadingInput, ...], str | None, dict[str, Any] | None] | None:
+    """The fields of a message that the model would accept as it is, or None when anything is unusual.
+
+    The common, valid message skips building pydantic models (the largest cost of parsing it). Whatever this does
+    not accept goes through the model, which decides and explains. Strings must be ASCII here only to stay on
+    ground the comparison covers plainly (tests/ingest/test_message.py compares both paths on hostile input)."""
+    if not obj.keys() <= _MESSAGE_KEYS:
+        return None
+    message_id = obj.get("message_id")
+    readings = obj.get("readings")
+    if type(message_id) is not str or not _MESSAGE_ID.fullmatch(message_id):
+        return None
+    if type(readings) is not list or not 1 <= len(readings) <= MAX_READINGS:
+        return None
+    sent_text = obj.get("sent_at")
+    if "sent_at" in obj and (type(sent_text) is not str or not sent_text.isascii()):
+        return None
+    meta = obj.get("meta")
+    if "meta" in obj and (type(meta) is not dict or not all(type(k) is str and k.isascii() for k in meta)):
+        return None
+    out = []
+    for reading in readings:
+        if type(reading) is not dict or reading.keys() != _READING_KEYS:
+            return None
+        vital, value, unit, measured_at = reading["type"], reading["value"], reading["unit"], reading["measured_at"]
+        if type(value) is not int and type(value) is not float:
+            return None
+        if type(vital) is not str or type(unit) is not str or type(measured_at) is not str:
+            return None
+        if not (vital.isascii() and unit.isascii() and measured_at.isascii()):
+            return None
+        out.append(ReadingInput(vital, value, unit, measured_at))
+    return message_id, tuple(out), sent_text, meta
 
 
 def _refusal(exc: ValidationError) -> Rejection:

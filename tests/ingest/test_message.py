@@ -6,8 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ingest.message import Message, parse_timestamp, validate_message
+from ingest.message import Message, parse_timestamp, validate_message, validate_with_model
 from ingest.rejection import Rejection, RejectionReason
 
 READING = {"type": "heart_rate", "value": 71, "unit": "/min", "measured_at": "2026-11-25T08:00:55+01:00"}
@@ -132,3 +134,68 @@ def test_rfc3339_with_offset_parses(text: str) -> None:
 )
 def test_other_timestamps_do_not(text: str) -> None:
     assert parse_timestamp(text) is None
+
+
+# The fast path (plain dict checks) must agree with the pydantic model on every input, valid or not.
+_odd_strings = st.sampled_from(["", "\ud800", "a\x00b", "é", "x\n", "heart_rate", "/min", "2026-11-25T08:00:55Z"])
+_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | _odd_strings
+    | st.text(alphabet=st.characters(exclude_categories=()), max_size=6)
+)
+_fields = {
+    "type": st.sampled_from(["heart_rate", "spo2"]) | _values,
+    "value": st.integers() | st.floats() | _values,
+    "unit": st.sampled_from(["/min", "%"]) | _values,
+    "measured_at": st.sampled_from(["2026-11-25T08:00:55Z", "2026-11-25T08:00:55+01:00"]) | _values,
+}
+_readings = st.one_of(
+    st.fixed_dictionaries(_fields),
+    st.builds(
+        lambda changes, dropped: {k: v for k, v in {**READING, **changes}.items() if k not in dropped},
+        st.dictionaries(st.sampled_from([*READING, "extra"]), _values, max_size=2),
+        st.sets(st.sampled_from(list(READING)), max_size=1),
+    ),
+    _values,
+)
+_meta = st.dictionaries(st.text(alphabet=st.characters(exclude_categories=()), max_size=4), _values, max_size=3)
+_documents = st.fixed_dictionaries(
+    {
+        "message_id": st.sampled_from(["m-1", "a" * 64, "a" * 65, "bad id", "x\n", ""]) | _values,
+        "readings": st.lists(_readings, max_size=4) | _values,
+    },
+    optional={"sent_at": _values | st.just("2026-11-25T08:00:55Z"), "meta": _meta | _values, "other": _values},
+)
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents, st.sampled_from([16, 4096]))
+def test_the_fast_path_agrees_with_the_model(document: dict[str, Any], max_meta_bytes: int) -> None:
+    fast = validate_message(document, max_meta_bytes=max_meta_bytes)
+    model = validate_with_model(document, max_meta_bytes=max_meta_bytes)
+    assert fast == model
+    if isinstance(fast, Message) and isinstance(model, Message):
+        assert [type(r.value) for r in fast.readings] == [type(r.value) for r in model.readings]
+
+
+def test_the_fast_path_agrees_on_the_edges() -> None:
+    edges = [
+        body(),
+        body(readings=[dict(READING)] * 500),
+        body(readings=[dict(READING)] * 501),
+        body(readings=[]),
+        body(readings=[{**READING, "value": True}]),
+        body(readings=[{**READING, "value": 10**400}]),
+        body(readings=[{**READING, "unit": "\ud800"}]),
+        body(message_id="x\n"),
+        body(sent_at=None),
+        body(meta=None),
+        body(meta={"\ud800": 1}),
+        body(meta={"k": "\ud800"}),
+        body(sent_at="2026-11-25T08:00:55Z", meta={"run": "r", "seq": 1}),
+    ]
+    for document in edges:
+        assert validate_message(document, max_meta_bytes=4096) == validate_with_model(document, max_meta_bytes=4096)
