@@ -7,7 +7,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from ingest.directory import DeviceRecord
 from ingest.message import Message, ReadingInput, parse_timestamp, validate_message
@@ -113,10 +113,13 @@ def judge(
     if device.revoked:
         refusal = Rejection(RejectionReason.REVOKED_DEVICE, f"device {parsed.serial} is revoked")
         return Verdict(envelope, parsed.serial, device, message.message_id, (), (refusal,))
+    received_at = envelope.received_at
+    latest, earliest = received_at + limits.max_future, received_at - limits.max_age
+    prefix = _id_prefix(received_at)
     accepted: list[AcceptedReading] = []
     rejections: list[Rejection] = []
     for index, reading in enumerate(message.readings):
-        outcome = _judge_reading(index, reading, message, device, units, limits, envelope.received_at)
+        outcome = _judge_reading(index, reading, message, device, units, received_at, latest, earliest, prefix)
         if isinstance(outcome, Rejection):
             rejections.append(outcome)
         else:
@@ -134,34 +137,41 @@ def _judge_reading(
     message: Message,
     device: DeviceRecord,
     units: UnitRegistry,
-    limits: Limits,
     received_at: datetime,
+    latest: datetime,
+    earliest: datetime,
+    id_prefix: int,
 ) -> AcceptedReading | Rejection:
-    vital = units.lookup(reading.type)
+    """One reading's verdict; `latest`/`earliest` bound measured_at, `id_prefix` is the time part of its id."""
+    vital = units.types.get(reading.type)
     if vital is None:
         return Rejection(RejectionReason.UNKNOWN_TYPE, f"unknown vital type {reading.type!r}", index)
-    if reading.unit not in vital.units:
+    conversion = vital.units.get(reading.unit)
+    if conversion is None:
         accepted = ", ".join(sorted(vital.units))
         return Rejection(
             RejectionReason.UNIT_MISMATCH, f"{vital.code} is not measured in {reading.unit!r} (use {accepted})", index
         )
-    value = _as_float(reading.value)
-    if isinstance(value, Rejection):
-        return Rejection(value.reason, value.detail, index)
+    value = reading.value
+    if type(value) is not float or not math.isfinite(value):
+        checked = _as_float(value)
+        if isinstance(checked, Rejection):
+            return Rejection(checked.reason, checked.detail, index)
+        value = checked
     stamped = parse_timestamp(reading.measured_at)
     if stamped is None:
         return Rejection(RejectionReason.BAD_TIMESTAMP, "measured_at is not RFC 3339 with an offset", index)
     # Compared before converting: year 1 at +14:00 or 9999-12-31 at -05:00 have no UTC datetime (year 0 / 10000).
-    if stamped > received_at + limits.max_future:
+    if stamped > latest:
         return Rejection(RejectionReason.FUTURE_TIMESTAMP, f"measured_at is {stamped - received_at} ahead", index)
-    if stamped < received_at - limits.max_age:
+    if stamped < earliest:
         return Rejection(RejectionReason.STALE_TIMESTAMP, f"measured_at is {received_at - stamped} old", index)
-    measured_at = stamped.astimezone(UTC)
-    canonical = vital.to_canonical(value, reading.unit)
-    assert canonical is not None  # the unit was checked above
+    measured_at = stamped if stamped.tzinfo is UTC else stamped.astimezone(UTC)
+    canonical = (value + conversion.pre_offset) * conversion.factor
     if not math.isfinite(canonical):
         return Rejection(RejectionReason.OUT_OF_RANGE, f"{vital.code} overflows in {vital.canonical_unit}", index)
-    if not vital.is_plausible(canonical):
+    canonical = round(canonical, vital.decimal_precision)
+    if not vital.plausible_min <= canonical <= vital.plausible_max:
         return Rejection(
             RejectionReason.IMPLAUSIBLE_VALUE,
             f"{vital.code} outside {vital.plausible_min:g}..{vital.plausible_max:g} {vital.canonical_unit}",
@@ -173,19 +183,19 @@ def _judge_reading(
             RejectionReason.UNASSIGNED_DEVICE, f"device not assigned to a patient at {measured_at.isoformat()}", index
         )
     return AcceptedReading(
-        id=new_reading_id(received_at),
-        organization_id=device.organization_id,
-        patient_id=patient_id,
-        device_id=device.id,
-        vital_type_id=vital.id,
-        value=canonical,
-        original_value=value,
-        original_unit=reading.unit,
-        measured_at=measured_at,
-        received_at=received_at,
-        message_id=message.message_id,
-        metadata=message.metadata,
-        reading_index=index,
+        _reading_id(id_prefix),
+        device.organization_id,
+        patient_id,
+        device.id,
+        vital.id,
+        canonical,
+        value,
+        reading.unit,
+        measured_at,
+        received_at,
+        message.message_id,
+        message.metadata,
+        index,
     )
 
 
@@ -224,7 +234,25 @@ def _cross_field(readings: list[AcceptedReading], units: UnitRegistry) -> tuple[
 
 def new_reading_id(at: datetime) -> UUID:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds of `at`, version 7, variant, then random bits."""
-    millis = int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    return _reading_id(_id_prefix(at))
+
+
+def _id_prefix(at: datetime) -> int:
+    """The UUIDv7 bits fixed by the time: 48-bit Unix milliseconds, then the version."""
+    return ((int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76)
+
+
+_UUID_NEW = object.__new__
+_UUID_SET = object.__setattr__
+_UNKNOWN_SAFETY = SafeUUID.unknown
+
+
+def _reading_id(prefix: int) -> UUID:
     rand = random.getrandbits(74)
-    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-    return UUID(int=value)
+    value = prefix | ((rand >> 62) << 64) | (0b10 << 62) | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    # UUID(int=...) validates its arguments at length; the value is in range by construction, so set the two
+    # slots the way UUID.__init__ does (tests/ingest/test_admission.py checks equality with UUID(int=...)).
+    uuid = _UUID_NEW(UUID)
+    _UUID_SET(uuid, "int", value)
+    _UUID_SET(uuid, "is_safe", _UNKNOWN_SAFETY)
+    return uuid

@@ -245,3 +245,14 @@ def test_a_verdict_records_the_device_and_message(at: datetime = NOW) -> None:
     record = device()
     v = verdict(envelope(reading()), record)
     assert (v.device, v.serial, v.message_id, v.envelope.received_at) == (record, "cuff-0001", "m-1", at)
+
+
+def test_reading_ids_are_ordinary_uuids() -> None:
+    a = new_reading_id(NOW)
+    same = UUID(str(a))
+    assert a == same
+    assert hash(a) == hash(same)
+    assert a.is_safe is same.is_safe
+    assert str(a) == str(same)
+    assert {a: 1}[same] == 1
+    assert a.bytes == same.bytes
