@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ingest.rejection import RejectionReason
 from ingest.writer import Written
@@ -51,8 +57,8 @@ class Metrics:
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )
-        self.lag = Histogram(
-            "ingest_lag_seconds", "received_at - measured_at of committed readings", buckets=_LAG_BUCKETS, registry=r
+        self.lag = BatchHistogram(
+            "ingest_lag_seconds", "received_at - measured_at of committed readings", _LAG_BUCKETS, registry=r
         )
         self.queue_depth = Gauge("ingest_queue_depth_messages", "Messages received and not yet written", registry=r)
         self.inflight = Gauge("ingest_inflight_messages", "Messages received and not yet acknowledged", registry=r)
@@ -85,7 +91,10 @@ class Metrics:
         self.batch_size.observe(len(written.outcomes))
         self.flush_duration.observe(flush_seconds)
         self.readings_written.inc(written.stored)
+        # Counted per batch, not per message: each inc takes a lock, and a batch holds thousands of messages.
+        accepted = duplicates = conflicting = 0
         for outcome in written.outcomes:
+            duplicates += outcome.duplicates
             message_refused = False
             for rejection in outcome.refused:
                 if rejection.reading_index is None:
@@ -94,9 +103,50 @@ class Metrics:
                 else:
                     self.readings_refused.labels(rejection.reason.value).inc()
                     if rejection.reason is RejectionReason.CONFLICTING_DUPLICATE:
-                        self.readings_conflicting.inc()
+                        conflicting += 1
             if not message_refused:
-                self.messages_accepted.inc()
-            self.readings_duplicate.inc(outcome.duplicates)
-        for event in written.events:
-            self.lag.observe(max(0.0, (event.received_at - event.measured_at).total_seconds()))
+                accepted += 1
+        if accepted:
+            self.messages_accepted.inc(accepted)
+        if duplicates:
+            self.readings_duplicate.inc(duplicates)
+        if conflicting:
+            self.readings_conflicting.inc(conflicting)
+        self.lag.observe_many((e.received_at - e.measured_at).total_seconds() for e in written.events)
+
+
+class BatchHistogram(Collector):
+    """A histogram that counts a whole batch of observations in one call (prometheus_client's `Histogram.observe`
+    takes a lock and walks the buckets per value: a few microseconds per reading at ingest's rates).
+
+    Exposed exactly like a `Histogram` without labels: `_bucket{le=...}`, `_count`, `_sum`. Only the event loop's
+    thread observes and collects (the metrics page is served by the same loop).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = sorted(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float], floor: float = 0.0) -> None:
+        """Counts each value, raised to `floor` first (lag below zero is clock skew, counted as zero)."""
+        counts, bounds = self._counts, self._bounds
+        total = 0.0
+        for value in values:
+            counted = max(value, floor)
+            counts[bisect_left(bounds, counted)] += 1
+            total += counted
+        self._sum += total
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, running = [], 0
+        for bound, count in zip([*map(floatToGoString, self._bounds), "+Inf"], self._counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=cumulative, sum_value=self._sum)
