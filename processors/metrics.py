@@ -5,12 +5,13 @@ process exports the series of the runner it runs (the others stay at zero)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from processors.alerts import AlertChange, ChangeKind
 from processors.engine import Output
+from processors.events import Event, Tick
 from processors.notifications import Notification
 
 __all__ = ["ProcessorMetrics"]
@@ -112,3 +113,18 @@ class ProcessorMetrics:
             self.alert_changes.labels(kind).inc(count)
         if notifications:
             self.notifications.inc(notifications)
+
+    def batch_committed(self, by_patient: Iterable[Sequence[Event]], outputs: Iterable[Output], seconds: float) -> None:
+        """Counts a committed batch of the Faust runner: its events by kind, size, duration and outputs."""
+        readings = ticks = 0
+        for events in by_patient:
+            for event in events:
+                if isinstance(event, Tick):
+                    ticks += 1
+                else:
+                    readings += 1
+        self.events.labels("reading").inc(readings)
+        self.events.labels("tick").inc(ticks)
+        self.batch_size.observe(readings + ticks)
+        self.batch_duration.observe(seconds)
+        self.count_outputs(outputs)
