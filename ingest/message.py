@@ -192,6 +192,8 @@ def _meta_text(meta: dict[str, Any], limit: int) -> str | Rejection:
         return Rejection(RejectionReason.INVALID_MESSAGE, "meta: nested too deeply")
     except UnicodeEncodeError:
         return Rejection(RejectionReason.INVALID_MESSAGE, "meta: contains an unpaired surrogate")
+    except ValueError:  # 1e999 decodes to infinity, which neither JSON text nor jsonb can hold
+        return Rejection(RejectionReason.INVALID_MESSAGE, "meta: holds a number beyond a double")
     if "\\u0000" in text:
         return Rejection(RejectionReason.INVALID_MESSAGE, "meta: contains a NUL character")
     if size > limit:

@@ -199,3 +199,12 @@ def test_the_fast_path_agrees_on_the_edges() -> None:
     ]
     for document in edges:
         assert validate_message(document, max_meta_bytes=4096) == validate_with_model(document, max_meta_bytes=4096)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_number_beyond_a_double_in_meta_is_refused_not_raised(number: str) -> None:
+    document = json.loads(json.dumps(body(meta={"battery": "X"})).replace('"X"', number))
+    result = outcome(document)
+    assert isinstance(result, Rejection)
+    assert result.reason is RejectionReason.INVALID_MESSAGE
+    assert result.detail == "meta: holds a number beyond a double"
