@@ -15,7 +15,6 @@ import asyncpg
 
 from processors.delivery.dispatcher import Dispatcher
 from processors.delivery.escalator import Escalator
-from processors.health import HealthServer
 from processors.delivery.in_app import InAppSender
 from processors.delivery.mail import EmailSender
 from processors.delivery.metrics import DeliveryMetrics
@@ -27,6 +26,7 @@ from processors.delivery.settings import DeliverySettings
 from processors.delivery.store import TRANSIENT_ERRORS, DeliveryStore
 from processors.delivery.timing import Clock, Monotonic, monotonic, utc_now
 from processors.delivery.webhook import WebhookSender
+from processors.health import HealthServer
 
 __all__ = ["Readiness", "serve"]
 

@@ -11,11 +11,11 @@ from typing import Any
 import aiohttp
 import psycopg
 
-from processors.health import HealthServer
 from processors.delivery.logs import JsonFormatter
 from processors.delivery.metrics import DeliveryMetrics
 from processors.delivery.service import Readiness, serve
 from processors.delivery.settings import DeliverySettings
+from processors.health import HealthServer
 from tests import factories
 from tests.delivery.conftest import add_alert, add_notification
 from tests.delivery.receivers import Inbox
