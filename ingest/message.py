@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -180,13 +182,25 @@ def _reason(error: Any) -> RejectionReason:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# What `_ENCODER.encode` builds on every call, built once (two thirds of its cost for a small object). No circular
+# reference check: meta comes from decoded JSON text, which cannot hold a cycle (deep nesting is a RecursionError).
+_MAKE_ENCODER: Callable[..., Any] | None = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+)
+
+
+def _encode(meta: dict[str, Any]) -> str:
+    return _ENCODER.encode(meta) if _C_ENCODE is None else "".join(_C_ENCODE(meta, 0))
 
 
 def _meta_text(meta: dict[str, Any], limit: int) -> str | Rejection:
     """The meta object as compact JSON text that PostgreSQL's jsonb accepts (no NUL, no lone surrogates) and
     that fits the limit, or the refusal."""
     try:
-        text = _ENCODER.encode(meta)
+        text = _encode(meta)
         size = len(text.encode("utf-8"))
     except RecursionError:
         return Rejection(RejectionReason.INVALID_MESSAGE, "meta: nested too deeply")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest import message as message_module
 from ingest.message import Message, parse_timestamp, validate_message, validate_with_model
 from ingest.rejection import Rejection, RejectionReason
 
@@ -208,3 +210,17 @@ def test_a_number_beyond_a_double_in_meta_is_refused_not_raised(number: str) -> 
     assert isinstance(result, Rejection)
     assert result.reason is RejectionReason.INVALID_MESSAGE
     assert result.detail == "meta: holds a number beyond a double"
+
+
+def _encoded(encode: Callable[[dict[str, Any]], str], meta: dict[str, Any]) -> str:
+    try:
+        return encode(meta)
+    except ValueError as exc:  # infinity, or a surrogate at UTF-8 time (not here: both keep the str)
+        return f"refused: {type(exc).__name__}"
+
+
+@settings(max_examples=500)
+@given(st.dictionaries(st.text(alphabet=st.characters(exclude_categories=()), max_size=4), _values, max_size=4))
+def test_meta_is_encoded_as_the_json_module_encodes_it(meta: dict[str, Any]) -> None:
+    reference = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    assert _encoded(message_module._encode, meta) == _encoded(reference, meta)
