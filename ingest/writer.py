@@ -254,12 +254,16 @@ class Judged:
         for conflict in plan.conflicts:
             refused[conflict.verdict_index].append(conflict.rejection)
         stored = [0] * len(self.verdicts)
+        if not existing:  # the usual case: every candidate row was new
+            for verdict_index in plan.row_verdicts:
+                stored[verdict_index] += 1
+            return Settled(refused, stored, list(plan.rows))
         for reading, verdict_index in zip(plan.rows, plan.row_verdicts, strict=True):
             if reading.id not in existing:
                 stored[verdict_index] += 1
             elif existing[reading.id] != reading.value:
                 refused[verdict_index].append(conflict_rejection(reading, existing[reading.id]))
-        rows = [r for r in plan.rows if r.id not in existing] if existing else list(plan.rows)
+        rows = [r for r in plan.rows if r.id not in existing]
         return Settled(refused, stored, rows)
 
 
