@@ -106,7 +106,12 @@ class _Run:
         else:
             ordered = list(vital.samples)
             index = bisect.bisect_left([s.order for s in ordered], sample.order)
-            ordered.insert(index, sample)
+            if index < len(ordered) and ordered[index].order == sample.order:
+                # Already there as history of a state rebuilt from the tables (which claims nothing was judged:
+                # a committed reading may still be in hand-off): judged now, at its own position.
+                ordered[index] = sample
+            else:
+                ordered.insert(index, sample)
             vital = replace(vital, samples=tuple(ordered))
         samples = vital.samples
 

@@ -279,7 +279,8 @@ SELECT a.id, a.vital_type_id, a.direction::text, a.severity::text, a.rule::text,
            AS symptoms
   FROM vital_alerts a WHERE a.patient_id = $1 AND a.status <> 'resolved'
 """
-# The readings the engine has (by delivery order, received before the event at hand) already judged.
+# The patient's recent readings received before the event at hand: history for the rules. Not a claim that they
+# were judged: a committed reading may still be in hand-off (an outbox row after a crash, a Kafka topic).
 _RECENT_READINGS = """
 SELECT id, vital_type_id, measured_at, received_at, value FROM (
     SELECT r.*, row_number() OVER (PARTITION BY r.vital_type_id ORDER BY r.measured_at DESC) AS newest
@@ -317,7 +318,9 @@ async def bootstrap_state(
     """A state for a patient the runner has no state for, from what the database shows before `at`.
 
     Open episodes, the recent readings received before `at` (the event at hand and anything after it are still to
-    be judged), when each device last measured, and the vital checks still in play.
+    be judged), when each device last measured, and the vital checks still in play. No reading counts as seen:
+    one still in hand-off (an ingest crash, a clock tick that reached the patient first) is judged when it
+    arrives, in place of its history copy, so a rebuild never lets a committed reading go unjudged.
     """
     span = config.retention
     for r in context.requirements:
@@ -328,10 +331,8 @@ async def bootstrap_state(
             span = max(span, timedelta(hours=r.trend_window_hours))
     vitals: dict[int, VitalState] = {}
     samples: dict[int, list[Sample]] = {}
-    received: list[tuple[datetime, UUID]] = []
     for row in await conn.fetch(_RECENT_READINGS, context.patient_id, at - span, at, config.max_samples):
         samples.setdefault(row["vital_type_id"], []).append(Sample(row["id"], row["measured_at"], row["value"]))
-        received.append((row["received_at"], row["id"]))
     episodes: dict[int, dict[Direction, Episode]] = {}
     for row in await conn.fetch(_OPEN_EPISODES, context.patient_id):
         episode = Episode(
@@ -391,7 +392,6 @@ async def bootstrap_state(
     if device_ids:
         for row in await conn.fetch(_LAST_SEEN, context.patient_id, at, device_ids):
             devices[row["device_id"]] = DeviceState(row["last_measured_at"], row["reported_silence_from"])
-    seen = tuple(str(reading_id) for _, reading_id in sorted(received))
     # The engine knew the patient at least since its oldest data here (silences count from there, not from now).
     known_since = [at, *(s.measured_at for v in samples.values() for s in v[:1])]
     known_since.extend(d.last_measured_at for d in devices.values() if d.last_measured_at is not None)
@@ -400,5 +400,4 @@ async def bootstrap_state(
         started_at=min(known_since),
         vitals=vitals,
         devices=devices,
-        seen=seen[-config.seen_ids :],
     )

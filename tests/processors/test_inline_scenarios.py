@@ -6,8 +6,8 @@ reach the runner through LISTEN/NOTIFY (its context cache is given a TTL far bey
 every reading twice, or throw away the stored engine state between steps so it is rebuilt from the tables.
 
 The state is thrown away only between steps received at different instants: readings received together come
-from one ingest message and are delivered in one call (one transaction), and a rebuild counts as already judged
-exactly the readings received before the event at hand.
+from one ingest message and are delivered in one call (one transaction), and a rebuild holds the readings received
+before the event at hand as history.
 """
 
 from __future__ import annotations
