@@ -162,6 +162,8 @@ def _revoke(conn: psycopg.Connection[Any], settings: IngestSettings, serial: str
     print(f"revoked {serial}")
     if revocation is not None and revocation.has_ca:
         print(f"{serial}: {revocation.revoked} client certificate(s) revoked; the broker reloaded its CRL")
+    elif revocation is not None:
+        print(f"{serial}: no project CA here (scripts/tls.sh): client certificates, if any, are not revoked")
     if failure is not None:
         print(f"error: {serial} is revoked, but its client certificates could not be: {failure}", file=sys.stderr)
         return 1

@@ -13,6 +13,10 @@
 #                   "revoked N certificate(s) of SERIAL"; without a CA, "no CA: ..." (and makes none). `python -m
 #                   ingest devices revoke` calls it with --no-reload and reloads once with the password file and ACL.
 #   crl             rewrites the CRL (valid 30 days: `up` renews it when it has less than 7 left) and reloads.
+#   export DIR      copies the broker's files (CA certificate, broker certificate and key, CRL) to DIR for another
+#                   broker, e.g. docker-compose's (deploy/compose/tls, mounted at /mosquitto/tls), owned by uid 1883
+#                   (the image's mosquitto user). DIR is remembered: every later CRL (revoke, crl, renewal) is copied
+#                   there too, and the compose broker reloads when it changes.
 #
 # Keys live under $RPM_TLS_DIR (default $RPM_STATE_DIR/tls), never in the repository. The CA key can impersonate
 # any client of the mTLS listener: it is readable by root only. Keys are ECDSA P-256, signatures SHA-256.
@@ -145,6 +149,30 @@ publish() {
     if id mosquitto >/dev/null 2>&1; then chown -R mosquitto:mosquitto "$BROKER"; fi
     chmod 640 "$BROKER/broker.key" 2>/dev/null || true
     chmod 644 "$BROKER/ca.crt" "$BROKER/crl.pem"
+    local dir
+    if [ -f "$TLS_DIR/exports" ]; then
+        while IFS= read -r dir; do [ -d "$dir" ] && copy_out "$CA/crl.pem" "$dir/crl.pem" 644; done < "$TLS_DIR/exports"
+    fi
+}
+
+# copy_out SOURCE TARGET MODE: in one rename (a broker reloading never reads half a file), owned by uid 1883.
+copy_out() {
+    cp "$1" "$2.new"
+    chmod "$3" "$2.new"
+    chown 1883:1883 "$2.new" 2>/dev/null || true
+    mv "$2.new" "$2"
+}
+
+export_broker() {
+    local dir
+    mkdir -p "$1"
+    dir=$(cd "$1" && pwd)
+    copy_out "$BROKER/ca.crt" "$dir/ca.crt" 644
+    copy_out "$BROKER/broker.crt" "$dir/broker.crt" 644
+    copy_out "$BROKER/broker.key" "$dir/broker.key" 600
+    copy_out "$CA/crl.pem" "$dir/crl.pem" 644
+    grep -qxF "$dir" "$TLS_DIR/exports" 2>/dev/null || echo "$dir" >> "$TLS_DIR/exports"
+    log "TLS: broker files in $dir (later CRLs are copied there too)"
 }
 
 crl_days_left() {
@@ -183,10 +211,11 @@ case "${1:-}" in
         if [ $# -eq 3 ]; then revoke_certs "$2" no-reload; else revoke_certs "$2"; fi
         ;;
     crl) up >/dev/null; write_crl ;;
+    export) [ $# -eq 2 ] || die "usage: $0 export DIR"; up >/dev/null; export_broker "$2" ;;
     status)
         [ -f "$CA/ca.crt" ] || { echo "tls: no CA (run: $0 up)"; exit 0; }
         echo "tls: CA $(openssl x509 -in "$CA/ca.crt" -noout -enddate), CRL valid $(crl_days_left) more days," \
              "$(grep -c '^R' "$CA/index.txt") revoked of $(wc -l < "$CA/index.txt") issued"
         ;;
-    *) die "usage: $0 up|device SERIAL|revoke SERIAL [--no-reload]|crl|status" ;;
+    *) die "usage: $0 up|device SERIAL|revoke SERIAL [--no-reload]|crl|export DIR|status" ;;
 esac

@@ -267,3 +267,42 @@ def test_compose_prometheus_scrapes_the_jobs_of_local_runs_at_the_services() -> 
         assert host in services(), f"{job} scrapes {host}, not a compose service"
         assert port == targets[0].split(":")[1], job
     assert docker["rule_files"] == local["rule_files"]
+
+
+def _listeners(path: str) -> list[dict[str, str]]:
+    """The `listener` blocks of a Mosquitto config: each listener's settings, keyed by name, with `port`."""
+    blocks: list[dict[str, str]] = []
+    for line in (ROOT / path).read_text().splitlines():
+        if not line or line.startswith("#") or " " not in line:
+            continue
+        key, value = line.split(" ", 1)
+        if key == "listener":
+            blocks.append({"port": value.split()[0]})
+        elif blocks:
+            blocks[-1][key] = value
+    return blocks
+
+
+def test_the_compose_broker_has_the_local_tls_listeners_on_published_ports() -> None:
+    local = _listeners("deploy/mosquitto/tls.conf.template")
+    docker = _listeners("deploy/compose/mosquitto/tls.conf")
+    assert len(docker) == len(local) == 2
+    paths = {"cafile": "ca.crt", "certfile": "broker.crt", "keyfile": "broker.key", "crlfile": "crl.pem"}
+    for here, there in zip(local, docker, strict=True):
+        assert set(here) == set(there)
+        for key, value in here.items():
+            if key in paths:
+                assert there[key] == f"/mosquitto/tls/{paths[key]}", key
+                assert value.endswith(f"/{paths[key]}"), key
+            elif key != "port":
+                assert there[key] == value, key
+    assert docker[1]["require_certificate"] == "true" and docker[1]["use_identity_as_username"] == "true"
+    broker = services()["mosquitto"]
+    assert "./deploy/compose/tls:/mosquitto/tls:ro" in broker["volumes"]
+    published = {str(p).rsplit(":", 1)[1]: str(p) for p in broker["ports"]}
+    assert "${MQTT_TLS_PORT:-18883}" in published[docker[0]["port"]]
+    assert "${MQTT_MTLS_PORT:-18884}" in published[docker[1]["port"]]
+    example = env_example()
+    assert (example["MQTT_TLS_PORT"], example["MQTT_MTLS_PORT"]) == ("18883", "18884")
+    run = (ROOT / "deploy/compose/mosquitto/run.sh").read_text()
+    assert "/mosquitto/config/tls.conf" in run and "crl.pem" in run  # appended with certificates; CRL reloads
