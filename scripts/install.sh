@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a bare Debian machine of this kind; fast and quiet when already done.
-#   Debian packages: mosquitto, mosquitto-clients (PostgreSQL 15, Java 17 and Maven are preinstalled here;
+#   Debian packages: mosquitto, mosquitto-clients, openssl (PostgreSQL 15, Java 17 and Maven are preinstalled here;
 #   installed from Debian if missing). Python: a .venv with the project and its dev/bench extras.
 #   Kafka: resolved from Maven Central by scripts/kafka.sh fetch.
 set -euo pipefail
@@ -9,6 +9,9 @@ source "$(dirname "$0")/lib.sh"
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# openssl (Debian priority "optional", absent from a minimal install): scripts/tls.sh makes the project CA and the
+# broker's certificate, which scripts/mosquitto.sh needs to start at all, and the TLS tests' certificates and CRLs.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-client-15)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
