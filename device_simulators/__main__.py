@@ -154,6 +154,15 @@ def _scenario_args(commands: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--faults", type=float, default=0.0, help="per-message probability of each fault")
     p.add_argument("--speed", type=float, default=0.0, help="simulated seconds per real second (0: at once)")
+    p.add_argument(
+        "--live",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="play live in compressed real time: the scenario's days happen now, in SECONDS (default: a backfill"
+        " of the days before now, judged retrospective)",
+    )
+    p.add_argument("--household", type=int, default=0, help="which fitting seeded patient (0: the first)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds to wait before reading the outcome")
 
 
@@ -221,6 +230,7 @@ async def _play(envelopes: list[Envelope], fleet: Fleet, speed: float, settle: f
         + (", ".join(f"{k} {v}" for k, v in seen.refused.items()) or "none")
     )
     print("alerts raised: " + (", ".join(f"{k} {v}" for k, v in seen.alerts.items()) or "none"))
+    print(f"care-team pages: {seen.pages}")
     return 0 if report.as_expected else 1
 
 
@@ -229,7 +239,8 @@ async def _scenario(args: argparse.Namespace, settings: SimulatorSettings) -> in
 
     from device_simulators.demo import household_for, households
     from device_simulators.fault import FaultPlan, inject
-    from device_simulators.scenario import SCENARIOS, run_scenario
+    from device_simulators.scenario import SCENARIOS, day_zero, run_scenario
+    from device_simulators.timeline import Timeline, compress
 
     if args.name is None:
         for name, sc in sorted(SCENARIOS.items()):
@@ -237,15 +248,22 @@ async def _scenario(args: argparse.Namespace, settings: SimulatorSettings) -> in
         return 0
     scenario = SCENARIOS[args.name]
     fleet = load_fleet(settings.device_credentials_file)
-    home = household_for(scenario, households(list(fleet.devices)))
+    home = household_for(scenario, households(list(fleet.devices)), index=args.household)
     if home is None:
-        print(f"no seeded patient has the devices {sorted(scenario.kinds)}", file=sys.stderr)
+        print(f"no seeded patient (number {args.household}) has the devices {sorted(scenario.kinds)}", file=sys.stderr)
         return 2
     serials = {d.kind: d.serial for d in home.devices}
-    start = datetime.now(UTC) - timedelta(days=scenario.days)
+    now = datetime.now(UTC)
+    start = now - timedelta(days=scenario.days)
     _, envelopes = run_scenario(
         scenario, start, serial_prefix=home.key, timezone=home.timezone, seed=args.seed, serials=serials
     )
+    speed = args.speed
+    if args.live > 0:
+        first = day_zero(start, home.timezone).astimezone(UTC)
+        span = timedelta(days=scenario.days)
+        envelopes = compress(envelopes, Timeline.fitting(first, first + span, now, timedelta(seconds=args.live)))
+        speed = 1.0
     faults: Counter[str] = Counter()
     if args.faults > 0:
         others = [d.serial for d in fleet.devices if d.serial not in serials.values()]
@@ -261,13 +279,17 @@ async def _scenario(args: argparse.Namespace, settings: SimulatorSettings) -> in
             faulty.extend(result.envelopes)
         envelopes = sorted(faulty, key=lambda e: e.send_at)
     print(f"{scenario.name}: {scenario.description}")
-    print(
-        f"patient {home.key} ({home.timezone}), devices {', '.join(sorted(serials.values()))};"
-        f" {len(envelopes)} messages over {scenario.days} days ending now"
+    when = (
+        f"live, its {scenario.days} days compressed into {args.live:g} s from now"
+        if args.live > 0
+        else f"backfilled, over the {scenario.days} days ending now"
     )
+    print(f"patient {home.key} ({home.timezone}), devices {', '.join(sorted(serials.values()))};"
+          f" {len(envelopes)} messages, {when}")  # fmt: skip
     expected = ", ".join(f"{e.vital} {e.direction} {e.severity}" for e in scenario.episodes) or "none"
-    print(f"the processors should raise: {expected}; symptoms: {', '.join(scenario.symptoms) or 'none'}")
-    return await _play(envelopes, fleet, args.speed, args.settle, faults)
+    paging = "live: paging the care team" if args.live > 0 else "retrospective: nobody paged"
+    print(f"the processors should raise ({paging}): {expected}; symptoms: {', '.join(scenario.symptoms) or 'none'}")
+    return await _play(envelopes, fleet, speed, args.settle, faults)
 
 
 async def _demo(args: argparse.Namespace, settings: SimulatorSettings) -> int:

@@ -49,9 +49,12 @@ def households(devices: Sequence[DeviceCredential]) -> list[Household]:
     return [Household(key, ds[0].timezone, tuple(ds)) for key, ds in sorted(groups.items())]
 
 
-def household_for(scenario: Scenario, homes: Sequence[Household]) -> Household | None:
-    """The first patient whose devices cover the scenario's device kinds."""
-    return next((h for h in homes if set(scenario.kinds) <= h.kinds), None)
+def household_for(scenario: Scenario, homes: Sequence[Household], *, index: int = 0) -> Household | None:
+    """The `index`-th patient whose devices cover the scenario's device kinds, patients on the scenario's care plan
+    first (their requirements are the ones the scenario's expected episodes follow)."""
+    fitting = [h for h in homes if set(scenario.kinds) <= h.kinds]
+    fitting.sort(key=lambda h: h.condition is not scenario.condition)
+    return fitting[index] if 0 <= index < len(fitting) else None
 
 
 def routine(

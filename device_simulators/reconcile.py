@@ -72,11 +72,13 @@ def reconcile(
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the pipeline made of a run's devices since `since`: stored rows, refusals by reason, alerts."""
+    """What the pipeline made of a run's devices since `since`: stored rows, refusals by reason, alerts, and the
+    pages (vital_alert notifications to care-team members) the live ones sent."""
 
     stored: int
     refused: dict[str, int]
     alerts: dict[str, int]
+    pages: int = 0
 
 
 def outcome(conn: psycopg.Connection[Any], serials: list[str], since: datetime) -> Outcome:
@@ -91,7 +93,14 @@ def outcome(conn: psycopg.Connection[Any], serials: list[str], since: datetime) 
         (serials, since),
     ).fetchall()
     alerts: list[tuple[str, int]] = []
+    pages = None
     if conn.execute("SELECT to_regclass('public.vital_alerts') IS NOT NULL").fetchone() == (True,):
+        pages = conn.execute(
+            "SELECT count(*) FROM notifications WHERE type = 'vital_alert' AND created_at >= %s"
+            " AND patient_id IN (SELECT da.patient_id FROM device_assignments da"
+            " JOIN devices d ON d.id = da.device_id WHERE d.serial = ANY(%s))",
+            (since, serials),
+        ).fetchone()
         alerts = conn.execute(
             "SELECT vt.code || ' ' || a.direction || ' ' || a.severity"
             " || CASE WHEN a.retrospective THEN ' (retrospective)' ELSE '' END, count(*)"
@@ -104,4 +113,5 @@ def outcome(conn: psycopg.Connection[Any], serials: list[str], since: datetime) 
         stored=int(stored[0]) if stored else 0,
         refused={str(reason): int(n) for reason, n in refused},
         alerts={str(kind): int(n) for kind, n in alerts},
+        pages=int(pages[0]) if pages else 0,
     )

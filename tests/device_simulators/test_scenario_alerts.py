@@ -21,7 +21,8 @@ import psycopg
 
 from device_simulators.player import play
 from device_simulators.publisher import Broker
-from device_simulators.scenario import SCENARIOS, Scenario, run_scenario
+from device_simulators.scenario import SCENARIOS, Scenario, day_zero, run_scenario
+from device_simulators.timeline import Timeline, compress
 from ingest.settings import IngestSettings
 from tests import factories
 from tests.conftest import MqttDeviceFactory
@@ -93,23 +94,26 @@ async def _play_all(
     ingest_for: IngestFor,
     env: dict[str, str],
     names: list[str],
+    *,
+    live: timedelta | None = None,
 ) -> list[Case]:
-    """The scenarios, each on a patient of its own, through one ingest with inline processors."""
+    """The scenarios, each on a patient of its own, through one ingest with inline processors: backfilled over
+    the days before now, or with `live`, in compressed real time (the days happen now, in `live`)."""
     cases = [_case(db, org, mqtt_device, name) for name in names]
     ingest_for(*(s for case in cases for s in case.serials.values()), env=INLINE_PROCESSORS | env)
     await asyncio.sleep(3)  # ingest connects and subscribes
     broker = Broker(ingest_settings.mqtt_host, ingest_settings.mqtt_port)
     expected_rows = 0
     for case in cases:
-        days = case.scenario.days
+        span = timedelta(days=case.scenario.days)
+        now = datetime.now(UTC)
         _, envelopes = run_scenario(
-            case.scenario,
-            datetime.now(UTC) - timedelta(days=days),
-            serial_prefix="alerts",
-            timezone=case.patient.timezone,
-            serials=case.serials,
+            case.scenario, now - span, serial_prefix="alerts", timezone=case.patient.timezone, serials=case.serials
         )
-        report = await play(envelopes, case.passwords, broker)
+        if live is not None:
+            first = day_zero(now - span, case.patient.timezone).astimezone(UTC)
+            envelopes = compress(envelopes, Timeline.fitting(first, first + span, now, live))
+        report = await play(envelopes, case.passwords, broker, speed=0.0 if live is None else 1.0)
         assert report.as_expected, report
         expected_rows += sum(e.expected.stored for e in envelopes)
 
@@ -174,6 +178,29 @@ async def test_scenarios_replayed_as_live_page_the_care_team(
         reminders = {(e.vital.value, e.direction, "reminded", PRIORITY[e.severity]) for e in case.scenario.episodes}
         assert {p[:4] for p in pages if p[2] != "opened"} <= reminders, case.scenario.name
         assert _symptoms(db, case.patient.id) == set(case.scenario.symptoms), case.scenario.name
+
+
+async def test_a_scenario_in_compressed_real_time_pages_the_care_team(
+    db: Conn,
+    org: factories.Organization,
+    mqtt_device: MqttDeviceFactory,
+    ingest_settings: IngestSettings,
+    ingest_for: IngestFor,
+) -> None:
+    """The demo's live step, with the processors' default lateness horizon: the crisis's three days happen now in
+    ten seconds, each reading sent as it is measured, so its episodes are live and page each care-team member
+    (its rules count readings, so compressing time changes nothing they conclude)."""
+    (case,) = await _play_all(
+        db, org, mqtt_device, ingest_settings, ingest_for, {}, ["hypertensive_crisis"], live=timedelta(seconds=10)
+    )
+    assert _episodes(db, case.patient.id) == _expected(case, retrospective=False)
+    opened = sorted(
+        (e.vital.value, e.direction, "opened", PRIORITY[e.severity], user)
+        for e in case.scenario.episodes
+        for user in case.team
+    )
+    assert [p for p in _pages(db, case.patient.id) if p[2] == "opened"] == opened
+    assert _symptoms(db, case.patient.id) == set(case.scenario.symptoms)
 
 
 async def test_weight_gain_is_one_episode(
