@@ -6,7 +6,14 @@ from typing import ClassVar
 
 from processors.errors import ProcessorError
 
-__all__ = ["ChannelError", "DeliveryError", "RejectedError", "SignatureError", "UnreachableError"]
+__all__ = [
+    "ChannelError",
+    "DeliveryError",
+    "RefusedTargetError",
+    "RejectedError",
+    "SignatureError",
+    "UnreachableError",
+]
 
 
 class DeliveryError(ProcessorError):
@@ -34,6 +41,14 @@ class UnreachableError(ChannelError):
 
 class RejectedError(ChannelError):
     """The receiver refused the message for good (4xx, unknown address, no target): retrying cannot help."""
+
+    retriable: ClassVar[bool] = False
+
+
+class RefusedTargetError(RejectedError):
+    """A webhook URL points where this service must not send (SSRF guard, `processors.delivery.ssrf`): a scheme
+    other than http(s), or an address that is loopback, private, link-local, metadata, multicast, unspecified or
+    reserved. `reason` names the class (`url_scheme`, `address_loopback`, ...); never retried."""
 
     retriable: ClassVar[bool] = False
 

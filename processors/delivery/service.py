@@ -23,6 +23,7 @@ from processors.delivery.push import PushSender
 from processors.delivery.rate_limit import RateLimits
 from processors.delivery.sender import Sender
 from processors.delivery.settings import DeliverySettings
+from processors.delivery.ssrf import guarded_session
 from processors.delivery.store import TRANSIENT_ERRORS, DeliveryStore
 from processors.delivery.timing import Clock, Monotonic, monotonic, utc_now
 from processors.delivery.webhook import WebhookSender
@@ -108,10 +109,11 @@ async def serve(
         settings.processor_url(), min_size=1, max_size=max(2, min(settings.delivery_concurrency, 16) + 2)
     )
     try:
-        async with aiohttp.ClientSession() as http:
+        # Webhooks go to addresses organizations configure: their own session, behind the SSRF guard.
+        async with aiohttp.ClientSession() as http, guarded_session(settings.egress) as hooks:
             senders: dict[Channel, Sender] = {
                 Channel.IN_APP: InAppSender(),
-                Channel.WEBHOOK: WebhookSender(http, clock, settings.delivery_http_timeout_s),
+                Channel.WEBHOOK: WebhookSender(hooks, clock, settings.delivery_http_timeout_s, policy=settings.egress),
                 Channel.EMAIL: EmailSender(
                     settings.smtp_host,
                     settings.smtp_port,

@@ -15,6 +15,7 @@ from processors.delivery.escalation import DEFAULT_CHAIN, EscalationPolicy
 from processors.delivery.notification import Channel
 from processors.delivery.rate_limit import Rate
 from processors.delivery.retry import RetryPolicy
+from processors.delivery.ssrf import EgressPolicy
 
 __all__ = ["DeliverySettings"]
 
@@ -51,6 +52,10 @@ class DeliverySettings(BaseSettings):
     delivery_webhook_burst: int = Field(default=40, ge=1)
 
     delivery_http_timeout_s: float = Field(default=10.0, gt=0)
+    # SSRF guard (processors.delivery.ssrf): webhooks to loopback, link-local and private addresses are refused
+    # unless this is true (local runs and tests whose receivers listen on loopback). Metadata, multicast,
+    # unspecified and reserved addresses and non-http(s) schemes are refused regardless.
+    delivery_webhook_allow_private: bool = False
     delivery_app_url: str = "http://127.0.0.1:8000"
 
     # --- channels ----------------------------------------------------------------------------------------------
@@ -92,6 +97,10 @@ class DeliverySettings(BaseSettings):
             concurrency=self.delivery_concurrency,
             poll_interval_s=self.delivery_poll_interval_s,
         )
+
+    @property
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy(allow_private=self.delivery_webhook_allow_private)
 
     @property
     def retry(self) -> RetryPolicy:

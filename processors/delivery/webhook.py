@@ -1,4 +1,8 @@
-"""Signed webhook delivery over HTTP(S) with aiohttp (see `signing` for the headers and how to verify them)."""
+"""Signed webhook delivery over HTTP(S) with aiohttp (see `signing` for the headers and how to verify them).
+
+Every URL passes the SSRF guard (`processors.delivery.ssrf`) before each attempt, and the session should come from
+`ssrf.guarded_session` so that the addresses a name resolves to are checked too.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from processors.delivery.content import webhook_body
 from processors.delivery.errors import RejectedError, UnreachableError
 from processors.delivery.sender import Job, WebhookTarget
 from processors.delivery.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from processors.delivery.ssrf import EgressPolicy, check_url
 from processors.delivery.timing import Clock
 
 __all__ = ["ATTEMPT_HEADER", "WebhookSender", "classify_status"]
@@ -28,17 +33,25 @@ def classify_status(status: int, prefix: str = "http") -> None:
 
 
 class WebhookSender:
-    """POSTs the no-PHI JSON body, signed with the endpoint's secrets at send time, with the idempotency key."""
+    """POSTs the no-PHI JSON body, signed with the endpoint's secrets at send time, with the idempotency key.
 
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock, timeout_s: float = 10.0) -> None:
+    `policy` is the SSRF guard's; the session should be `ssrf.guarded_session(policy)` (its resolver checks the
+    resolved addresses; this sender checks the scheme and literal addresses).
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, clock: Clock, timeout_s: float = 10.0, *, policy: EgressPolicy
+    ) -> None:
         self._session = session
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._policy = policy
 
     async def send(self, job: Job) -> int | None:
         target = job.target
         if not isinstance(target, WebhookTarget):
             raise RejectedError("no_endpoint")
+        check_url(target.url, self._policy)
         body = webhook_body(job.notification)
         headers = {
             "Content-Type": "application/json",

@@ -36,6 +36,7 @@ from processors.delivery.rate_limit import RateLimits
 from processors.delivery.retry import RetryPolicy
 from processors.delivery.sender import Sender
 from processors.delivery.signing import SIGNATURE_HEADER, verify
+from processors.delivery.ssrf import EgressPolicy
 from processors.delivery.store import DeliveryStore
 from processors.delivery.webhook import WebhookSender
 from tests.roles import RoleSettings
@@ -110,7 +111,10 @@ async def run(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency * 3)) as http:
                 senders: dict[Channel, Sender] = {
                     Channel.IN_APP: InAppSender(),
-                    Channel.WEBHOOK: WebhookSender(http, lambda: datetime.now(UTC)),
+                    # The receiver listens on loopback: the SSRF guard must allow private addresses here.
+                    Channel.WEBHOOK: WebhookSender(
+                        http, lambda: datetime.now(UTC), policy=EgressPolicy(allow_private=True)
+                    ),
                 }
                 config = DispatchConfig(batch_size=args.batch, concurrency=args.concurrency, lease=timedelta(minutes=5))
                 workers = [

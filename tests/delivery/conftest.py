@@ -22,6 +22,7 @@ from processors.delivery.push import PushSender
 from processors.delivery.rate_limit import Rate, RateLimits
 from processors.delivery.retry import RetryPolicy
 from processors.delivery.sender import Sender
+from processors.delivery.ssrf import EgressPolicy, guarded_session
 from processors.delivery.store import DeliveryStore
 from processors.delivery.webhook import WebhookSender
 from tests import factories
@@ -101,6 +102,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+# The receivers listen on loopback: tests allow private addresses explicitly (the default refuses them).
+LOOPBACK_ALLOWED = EgressPolicy(allow_private=True)
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[aiohttp.ClientSession]:
+    """The webhook session, behind the SSRF guard (allowing loopback, as LOOPBACK_ALLOWED)."""
+    async with guarded_session(LOOPBACK_ALLOWED) as session:
+        yield session
+
+
 MakeDispatcher = Callable[..., Dispatcher]
 
 
@@ -117,6 +129,7 @@ def make_dispatcher(
     receiver: HttpReceiver,
     inbox: Inbox,
     http: aiohttp.ClientSession,
+    hooks: aiohttp.ClientSession,
     metrics: DeliveryMetrics,
 ) -> MakeDispatcher:
     """Dispatchers over this test's organization only, with real webhook, SMTP and push receivers."""
@@ -127,10 +140,11 @@ def make_dispatcher(
         rates: dict[Channel, Rate] | None = None,
         config: DispatchConfig = CONFIG,
         organization_id: UUID | None = None,
+        webhook_policy: EgressPolicy = LOOPBACK_ALLOWED,
     ) -> Dispatcher:
         senders: dict[Channel, Sender] = {
             Channel.IN_APP: InAppSender(),
-            Channel.WEBHOOK: WebhookSender(http, clock, timeout_s=5),
+            Channel.WEBHOOK: WebhookSender(hooks, clock, timeout_s=5, policy=webhook_policy),
             Channel.EMAIL: EmailSender(
                 "127.0.0.1", inbox.port, "alerts@rpm.example.test", "https://rpm.example.test", timeout_s=5
             ),

@@ -22,6 +22,7 @@ from processors.delivery.store import DeliveryStore
 from processors.delivery.webhook import WebhookSender
 from tests import factories
 from tests.delivery.conftest import (
+    LOOPBACK_ALLOWED,
     START,
     FakeClock,
     MakeDispatcher,
@@ -165,7 +166,7 @@ async def test_redelivery_after_a_lost_lease_reuses_the_key_and_the_receiver_ded
     secret: str,
     make_dispatcher: MakeDispatcher,
     clock: FakeClock,
-    http: Any,
+    hooks: Any,
     metrics: DeliveryMetrics,
 ) -> None:
     patient, team = care_team
@@ -176,7 +177,7 @@ async def test_redelivery_after_a_lost_lease_reuses_the_key_and_the_receiver_ded
     await store.plan_pending(clock(), 10)
     jobs = await store.claim_due(clock(), 10, timedelta(seconds=30))
     crashed = next(j for j in jobs if j.channel is Channel.WEBHOOK)
-    await WebhookSender(http, clock).send(crashed)
+    await WebhookSender(hooks, clock, policy=LOOPBACK_ALLOWED).send(crashed)
     # Within the lease nobody takes it over; after it, another dispatcher delivers again.
     dispatcher = make_dispatcher()
     assert await dispatcher.run_once() == 0
