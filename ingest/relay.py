@@ -3,6 +3,11 @@
 Live path: the writer offers each committed batch (non-blocking). Recovery path: a periodic scan delivers outbox
 rows older than a lease (left by a crash, or by a full live queue), locking them with SKIP LOCKED so several
 ingest processes share the work. Delivery is at least once; processors' outputs are idempotent.
+
+Each path owns its database connection (`_Link`): the recovery scan holds a transaction open while it delivers,
+so sharing one connection let the live path's DELETE run inside that transaction or collide with it ("another
+operation is in progress"), and a failure on one path closed the connection under the other. A failed connection
+is terminated and replaced by the path that saw it fail.
 """
 
 from __future__ import annotations
@@ -51,6 +56,35 @@ class Handoff:
     events: tuple[ReadingEvent, ...]
 
 
+class _Link:
+    """The database connection of one coroutine: opened on first use, terminated and reopened after a failure."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self._settings = settings
+        self._conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await connect(self._settings)
+        return self._conn
+
+    def discard(self, conn: asyncpg.Connection) -> None:
+        """Drops `conn` after a failure (or a cancellation mid-operation): its protocol state is unknown, so it is
+        terminated, not closed; the next `get` opens a new one. A connection already replaced is left alone."""
+        if self._conn is conn:
+            self._conn = None
+        conn.terminate()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), timeout=2)
+        except Exception:
+            conn.terminate()
+
+
 class Relay:
     def __init__(
         self,
@@ -66,7 +100,8 @@ class Relay:
         self._units = units
         self._metrics = metrics
         self._queue: asyncio.Queue[Handoff] = asyncio.Queue(settings.ingest_relay_queue_max)
-        self._conn: asyncpg.Connection | None = None
+        self._live = _Link(settings)
+        self._recovery = _Link(settings)
 
     def offer(self, handoff: Handoff) -> bool:
         """Queues a committed batch for live delivery; False when the queue is full (the outbox keeps it)."""
@@ -104,64 +139,87 @@ class Relay:
                 while not stop.is_set() and await self.recover_once() > 0:
                     pass
                 await self._report_backlog()
-            except Exception as exc:  # a failed scan is retried at the next interval
+            except Exception as exc:  # a failed scan is retried at the next interval (on a new connection)
                 error = as_ingest_error(exc)
                 self._metrics.handoff_failures.inc()
                 logger.warning("outbox scan failed: %s", error)
-                await self._drop_connection()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.ingest_relay_scan_interval_s)
 
     async def recover_once(self, limit: int = 50) -> int:
-        """Delivers and deletes one page of expired outbox rows; returns how many rows it handled."""
-        conn = await self._connection()
-        units = self._units()
-        async with conn.transaction():
-            rows = await conn.fetch(_SCAN, self._destination, self._settings.ingest_relay_lease_s, limit)
-            if not rows:
-                return 0
-            events: list[ReadingEvent] = []
-            for row in rows:
-                for r in await conn.fetch(_READINGS, row["device_ids"], row["vital_type_ids"], row["measured_ats"]):
-                    vital = units.by_id[r["vital_type_id"]]
-                    events.append(
-                        ReadingEvent(
-                            reading_id=r["id"],
-                            organization_id=r["organization_id"],
-                            patient_id=r["patient_id"],
-                            device_id=r["device_id"],
-                            vital_type=vital.code,
-                            vital_type_id=vital.id,
-                            value=r["value"],
-                            unit=vital.canonical_unit,
-                            measured_at=r["measured_at"],
-                            received_at=r["received_at"],
-                        )
-                    )
-            try:
-                await self._sink.deliver(events)
-            except Exception:
-                self._metrics.handoff_failures.inc()
-                raise
-            await conn.execute("DELETE FROM ingest_outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        """Delivers and deletes one page of expired outbox rows; returns how many rows it handled.
+
+        The page's rows stay locked (FOR UPDATE SKIP LOCKED) until their deletion commits, so another ingest
+        process skips them; on any failure the transaction rolls back and the rows wait for the next scan."""
+        conn = await self._recovery.get()
+        sink_failed = False
+        try:
+            async with conn.transaction():
+                rows = await conn.fetch(_SCAN, self._destination, self._settings.ingest_relay_lease_s, limit)
+                if not rows:
+                    return 0
+                ids = [r["id"] for r in rows]
+                events: list[ReadingEvent] = []
+                for row in rows:
+                    keys = (row["device_ids"], row["vital_type_ids"], row["measured_ats"])
+                    events.extend(self._events(await conn.fetch(_READINGS, *keys)))
+                try:
+                    await self._sink.deliver(events)
+                except Exception:
+                    sink_failed = True
+                    self._metrics.handoff_failures.inc()
+                    raise
+                await conn.execute("DELETE FROM ingest_outbox WHERE id = ANY($1::bigint[])", ids)
+        except BaseException:
+            if not sink_failed:  # the connection failed, or was cancelled mid-operation
+                self._recovery.discard(conn)
+            raise
         self._metrics.handoff_events.labels("recovery").inc(len(events))
         logger.info("outbox recovery delivered %d readings from %d rows", len(events), len(rows))
         return len(rows)
 
+    def _events(self, rows: Sequence[asyncpg.Record]) -> list[ReadingEvent]:
+        units = self._units()
+        events: list[ReadingEvent] = []
+        for r in rows:
+            vital = units.by_id[r["vital_type_id"]]
+            events.append(
+                ReadingEvent(
+                    reading_id=r["id"],
+                    organization_id=r["organization_id"],
+                    patient_id=r["patient_id"],
+                    device_id=r["device_id"],
+                    vital_type=vital.code,
+                    vital_type_id=vital.id,
+                    value=r["value"],
+                    unit=vital.canonical_unit,
+                    measured_at=r["measured_at"],
+                    received_at=r["received_at"],
+                )
+            )
+        return events
+
     async def close(self) -> None:
-        await self._drop_connection()
+        await self._live.close()
+        await self._recovery.close()
 
     async def _report_backlog(self) -> None:
-        conn = await self._connection()
-        backlog = await conn.fetchval("SELECT count(*) FROM ingest_outbox WHERE destination = $1", self._destination)
+        conn = await self._recovery.get()
+        try:
+            backlog = await conn.fetchval(
+                "SELECT count(*) FROM ingest_outbox WHERE destination = $1", self._destination
+            )
+        except BaseException:
+            self._recovery.discard(conn)
+            raise
         self._metrics.outbox_backlog.set(backlog)
 
     async def _delete(self, ids: list[int]) -> None:
-        conn = await self._connection()
+        conn = await self._live.get()
         try:
             await conn.execute("DELETE FROM ingest_outbox WHERE id = ANY($1::bigint[])", ids)
         except BaseException:
-            await self._drop_connection()
+            self._live.discard(conn)
             raise
 
     async def _with_retry(self, attempt: Callable[[], Awaitable[None]], deadline: Callable[[], float | None]) -> bool:
@@ -180,16 +238,3 @@ class Relay:
                 return False
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._settings.ingest_relay_retry_max_s)
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self._settings)
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except Exception:
-                conn.terminate()
