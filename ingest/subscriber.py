@@ -185,7 +185,8 @@ class Subscriber:
             return NOT_ACKNOWLEDGED
         self._inflight += 1
         try:
-            parsed = parse_topic(topic)
+            # Only a topic ending in /status can be one (the regex is left to the rare status message).
+            parsed = parse_topic(topic) if topic.endswith("/status") else None
             if parsed is not None and parsed.kind == "status":
                 self._metrics.received_status.inc()
                 if self._status is None:
