@@ -1,13 +1,17 @@
 """The hand-off to processors: delivers committed readings to a Sink, then deletes their outbox rows.
 
 Live path: the writer offers each committed batch (non-blocking). Recovery path: a periodic scan delivers outbox
-rows older than a lease (left by a crash, or by a full live queue), locking them with SKIP LOCKED so several
-ingest processes share the work. Delivery is at least once; processors' outputs are idempotent.
+rows older than a lease (left by a crash, or by a full live queue), oldest first, locking them with SKIP LOCKED so
+several ingest processes share the work. Delivery is at least once; processors' outputs are idempotent.
 
 Each path owns its database connection (`_Link`): the recovery scan holds a transaction open while it delivers,
 so sharing one connection let the live path's DELETE run inside that transaction or collide with it ("another
 operation is in progress"), and a failure on one path closed the connection under the other. A failed connection
 is terminated and replaced by the path that saw it fail.
+
+Order: every delivery is sorted by measurement time (stable, so a patient's readings keep their order otherwise);
+live batches are taken in outbox id order. The engine judges only the newest reading of a type as live, so a
+reading delivered after a newer one of the same patient would be judged retrospective (it never pages).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Protocol
 
@@ -37,10 +42,15 @@ SELECT id, device_ids, vital_type_ids, measured_ats FROM ingest_outbox
  WHERE destination = $1 AND created_at < now() - make_interval(secs => $2)
  ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
 """
+# The readings of a page of outbox rows, in outbox order (row, then position in the row).
 _READINGS = """
 SELECT v.id, v.organization_id, v.patient_id, v.device_id, v.vital_type_id, v.value, v.measured_at, v.received_at
-  FROM unnest($1::uuid[], $2::smallint[], $3::timestamptz[]) AS k(device_id, vital_type_id, measured_at)
+  FROM unnest($1::bigint[]) WITH ORDINALITY AS page(outbox_id, position)
+  JOIN ingest_outbox o ON o.id = page.outbox_id
+ CROSS JOIN LATERAL unnest(o.device_ids, o.vital_type_ids, o.measured_ats) WITH ORDINALITY
+       AS k(device_id, vital_type_id, measured_at, item)
   JOIN vital_readings v USING (device_id, vital_type_id, measured_at)
+ ORDER BY page.position, k.item
 """
 
 
@@ -54,6 +64,17 @@ class Sink(Protocol):
 class Handoff:
     outbox_id: int
     events: tuple[ReadingEvent, ...]
+
+
+def in_hand_off_order(handoffs: Sequence[Handoff]) -> list[ReadingEvent]:
+    """The events of these batches as one delivery: by outbox id, then by measurement time (stable)."""
+    events = [e for h in sorted(handoffs, key=lambda h: h.outbox_id) for e in h.events]
+    events.sort(key=_measured_at)
+    return events
+
+
+def _measured_at(event: ReadingEvent) -> datetime:
+    return event.measured_at
 
 
 class _Link:
@@ -126,7 +147,7 @@ class Relay:
             while count < _MAX_EVENTS_PER_DELIVERY and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 count += len(batch[-1].events)
-            events = [e for h in batch for e in h.events]
+            events = in_hand_off_order(batch)
             if not await self._with_retry(partial(self._sink.deliver, events), deadline):
                 return
             self._metrics.handoff_events.labels("live").inc(len(events))
@@ -147,7 +168,7 @@ class Relay:
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.ingest_relay_scan_interval_s)
 
     async def recover_once(self, limit: int = 50) -> int:
-        """Delivers and deletes one page of expired outbox rows; returns how many rows it handled.
+        """Delivers and deletes one page of expired outbox rows (oldest first); returns how many rows it handled.
 
         The page's rows stay locked (FOR UPDATE SKIP LOCKED) until their deletion commits, so another ingest
         process skips them; on any failure the transaction rolls back and the rows wait for the next scan."""
@@ -159,10 +180,7 @@ class Relay:
                 if not rows:
                     return 0
                 ids = [r["id"] for r in rows]
-                events: list[ReadingEvent] = []
-                for row in rows:
-                    keys = (row["device_ids"], row["vital_type_ids"], row["measured_ats"])
-                    events.extend(self._events(await conn.fetch(_READINGS, *keys)))
+                events = sorted(self._events(await conn.fetch(_READINGS, ids)), key=_measured_at)
                 try:
                     await self._sink.deliver(events)
                 except Exception:

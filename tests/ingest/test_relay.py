@@ -1,5 +1,5 @@
 """The relay in this process against the real database: its live path and recovery scan each on their own
-connection, and recovery after its connections are cut. Each test relays a
+connection, recovery after its connections are cut, and the order of what it hands off. Each test relays a
 destination of its own, so no other relay takes its outbox rows."""
 
 from __future__ import annotations
@@ -203,3 +203,30 @@ async def test_the_relay_resumes_and_hands_off_everything_after_its_connections_
         assert sink.delivered == {e.reading_id for w in committed for e in w.events}
     finally:
         await proxy.close()
+
+
+async def test_hand_offs_reach_the_sink_in_measurement_order(
+    db: psycopg.Connection[Any],
+    ingest_settings: IngestSettings,
+    units: UnitRegistry,
+    outbox: Outbox,
+    running: list[Running],
+) -> None:
+    """Writers may commit (and offer) a patient's newer message first; a page of stranded rows is read in outbox
+    order. Either way the delivery is in measurement order, so the newest reading is judged last (live)."""
+    sink = RecordingSink()
+    relay = Relay(relay_settings(ingest_settings), sink, outbox.destination, lambda: units, Metrics())
+    at = datetime.now(UTC) - timedelta(minutes=10)
+    stranded = [await outbox.commit(at + timedelta(seconds=s)) for s in (40, 30, 10, 20)]
+    await asyncio.sleep(0.3)
+    assert await relay.recover_once() == 4
+    assert [e.measured_at for e in sink.deliveries[-1]] == sorted(e.measured_at for w in stranded for e in w.events)
+
+    newer = await outbox.commit(at + timedelta(minutes=2), at + timedelta(minutes=2, seconds=30))
+    older = await outbox.commit(at + timedelta(minutes=1), at + timedelta(minutes=1, seconds=30))
+    assert relay.offer(Handoff(newer.outbox_id or 0, newer.events))
+    assert relay.offer(Handoff(older.outbox_id or 0, older.events))
+    running.append(Running(relay).start())
+    await eventually(lambda: outbox.pending(db) == 0, what="the live batches handed off")
+    live = [e.measured_at for d in sink.deliveries[1:] for e in d]
+    assert live == sorted(e.measured_at for w in (newer, older) for e in w.events)
