@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50
+
 from device_simulators.credentials import Fleet
 from device_simulators.fleet import FleetPlan, run_fleet
 from device_simulators.load import LoadMessages
@@ -121,6 +124,17 @@ async def provision(stack: Stack, devices: int, *, care_team: bool = False) -> E
     sync_broker(ingest_settings(stack))
     await _accepted(fleet)
     return Env(stack, fleet)
+
+
+async def end_session(stack: Stack, client_id: str) -> None:
+    """Ends an ingest process's persistent broker session (a clean start). A session left behind keeps its
+    subscription: later scenarios would still work, but the broker would queue a copy of every reading for it and
+    never answer 0x10 "no matching subscribers", which the broker scenarios count."""
+    settings = ingest_settings(stack)
+    client = gmqtt.Client(client_id, clean_session=True)
+    client.set_auth_credentials(settings.mqtt_ingest_user, settings.mqtt_ingest_password.get_secret_value())
+    await client.connect("127.0.0.1", stack.mqtt_port, version=MQTTv50)
+    await client.disconnect()
 
 
 @dataclass
@@ -329,6 +343,7 @@ async def broker_fault(env: Env, *, rate: float, kill: bool, share: str = "", in
         return row
     finally:
         service.close()
+        await end_session(env.stack, f"chaos-{tag}")
 
 
 async def overload(env: Env, *, capacity_probe_s: float, duration_s: float) -> Row:
