@@ -82,7 +82,7 @@ class WorkerProbe:
         try:
             await server.run(stop)
         except OSError as exc:
-            logger.error("metrics and health not served on port %d: %s", port, exc)
+            logger.warning("metrics and health not served on port %d: %s", port, exc)
 
     async def _poll_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
