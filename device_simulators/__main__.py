@@ -205,14 +205,7 @@ async def _play(envelopes: list[Envelope], fleet: Fleet, speed: float, settle: f
     finally:
         done.set()
         await watcher
-    expected_stored = sum(e.expected.stored for e in envelopes)
-    expected_refusals: Counter[str] = Counter()
-    for e in envelopes:
-        if e.expected.broker_denied:
-            continue
-        if e.expected.message_reason is not None:
-            expected_refusals[e.expected.message_reason] += 1
-        expected_refusals.update(r for r in e.expected.reading_reasons if r is not None)
+    expected_stored, expected_refusals = report.expected_stored, report.expected_refusals
     print(
         f"published {report.published:,} messages, acked {report.acked:,}, refused by the broker"
         f" {report.refused:,} (as expected: {report.as_expected})"

@@ -9,11 +9,15 @@ ingest (or the broker) must conclude, from docs/protocol.md:
 | replay | re-sends an earlier message much later | adds nothing |
 | out_of_order | sends two consecutive messages in swapped order | both stored |
 | late_batch | is offline for a while, then uploads every stored reading in one message | all stored |
-| clock_skew | its clock runs ahead by `skew` | future_timestamp per reading when ahead by > 5 min |
+| clock_skew | its clock runs ahead by `skew` | future_timestamp per reading ahead of its arrival by > 5 min |
 | wrong_unit | reports one reading in another vital's unit | unit_mismatch for that reading, the rest stored |
 | malformed | sends a broken payload (one of several kinds, in turn) | the message refused with its reason |
 | oversized | sends a payload over the 64 KiB limit | payload_too_large |
 | foreign_topic | publishes on another device's topic | the broker refuses it (PUBACK 0x87) |
+
+A verdict that depends on the arrival time (clock skew: a skewed reading is in the future only if it arrives
+before its skewed time, as a live device's does, not in a backfill sent a day later) is the verdict for arrival
+at `send_at`; `Envelope.on_arrival` re-judges it for the actual arrival, and the player counts that one.
 """
 
 from __future__ import annotations
@@ -33,11 +37,9 @@ from device_simulators.message import (
     Message,
     Reading,
     readings_topic,
+    timestamp_reason,
 )
 from device_simulators.vitals import SPECS, WRONG_UNITS, VitalType
-
-FUTURE_TOLERANCE = timedelta(minutes=5)
-MAX_AGE = timedelta(days=30)
 
 
 class FaultKind(StrEnum):
@@ -95,7 +97,9 @@ class FaultPlan:
 
     rates: dict[FaultKind, float] = field(default_factory=dict)
     offline: timedelta = timedelta(hours=24)
-    skew: timedelta = timedelta(minutes=20)
+    # Not whole minutes: scenarios measure at whole minutes (re-checks 20 min apart), and a reading moved exactly
+    # onto another one's time is a different verdict (conflicting_duplicate), not a clock-skew one.
+    skew: timedelta = timedelta(minutes=20, milliseconds=317)
     replay_after: int = 5
 
     @classmethod
@@ -167,15 +171,7 @@ def _skewed(message: Message, skew: timedelta) -> Message:
 
 
 def _skew_verdict(message: Message, received_at: datetime) -> Expected:
-    reasons: list[str | None] = []
-    for r in message.readings:
-        if r.measured_at > received_at + FUTURE_TOLERANCE:
-            reasons.append("future_timestamp")
-        elif r.measured_at < received_at - MAX_AGE:
-            reasons.append("stale_timestamp")
-        else:
-            reasons.append(None)
-    return Expected(reading_reasons=tuple(reasons))
+    return Expected(reading_reasons=tuple(timestamp_reason(r.measured_at, received_at) for r in message.readings))
 
 
 def _wrong_unit(message: Message, rng: random.Random) -> tuple[Message, Expected]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_READINGS = 500
+# Ingest's time limits on measured_at, relative to the message's arrival (docs/protocol.md).
+FUTURE_TOLERANCE = timedelta(minutes=5)
+MAX_AGE = timedelta(days=30)
+TIME_REASONS = frozenset({"future_timestamp", "stale_timestamp"})
 
 
 def readings_topic(serial: str) -> str:
@@ -87,6 +91,15 @@ class Expected:
         return sum(reason is None for reason in self.reading_reasons)
 
 
+def timestamp_reason(measured_at: datetime, received_at: datetime) -> str | None:
+    """Ingest's verdict on a measurement time for a message arriving at `received_at` (None: in range)."""
+    if measured_at > received_at + FUTURE_TOLERANCE:
+        return "future_timestamp"
+    if measured_at < received_at - MAX_AGE:
+        return "stale_timestamp"
+    return None
+
+
 def accepted(count: int) -> Expected:
     return Expected(reading_reasons=(None,) * count)
 
@@ -95,8 +108,12 @@ def accepted(count: int) -> Expected:
 class Envelope:
     """One MQTT publish: who sends it, where, the exact bytes, and the expected verdict.
 
-    `fault` names the injected fault (None for a clean message); `measured` is the clean message it came from,
-    when there is one, so tests can compare a faulty message with what the device really measured.
+    `fault` names the injected fault (None for a clean message); `message` is the message in the payload, when
+    the payload is one, so tests can compare a faulty message with what the device really measured.
+
+    `expected` is the verdict on the message arriving when it is sent (`send_at`, as a live device's would).
+    Ingest judges measurement times against the actual arrival, so a message played later (a backfill published
+    at once) may be judged otherwise: `on_arrival` gives the verdict for the time it really arrives.
     """
 
     serial: str
@@ -107,6 +124,18 @@ class Envelope:
     expected: Expected
     fault: str | None = None
     message: Message | None = None
+
+    def on_arrival(self, received_at: datetime) -> Expected:
+        """The verdict on this message arriving at `received_at`: the time checks (future, stale) judged anew for
+        each reading that no earlier check refuses, everything else as expected."""
+        expected = self.expected
+        if self.message is None or expected.broker_denied or expected.message_reason is not None:
+            return expected
+        reasons = tuple(
+            timestamp_reason(r.measured_at, received_at) if reason is None or reason in TIME_REASONS else reason
+            for r, reason in zip(self.message.readings, expected.reading_reasons, strict=True)
+        )
+        return expected if reasons == expected.reading_reasons else replace(expected, reading_reasons=reasons)
 
 
 def envelope(serial: str, seq: int, message: Message, send_at: datetime) -> Envelope:

@@ -2,7 +2,9 @@
 
 Every publish is tracked to its PUBACK; the report says how many the broker refused and whether that matches
 what each envelope expected (a foreign-topic publish must be refused, nothing else may be). A device the broker
-does not let in (stale credentials) is reported, and its messages are skipped.
+does not let in (stale credentials) is reported, and its messages are skipped. The report also counts what ingest
+must conclude, judged at the moment each message is published (a backfill arrives long after its send time, and
+ingest judges measurement times against the arrival).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from device_simulators.message import Envelope
+from device_simulators.message import Envelope, Expected
 from device_simulators.publisher import Broker, ConnectError, Connection
 from device_simulators.tally import Tally
 
@@ -28,6 +31,17 @@ class PlayReport:
     skipped: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     tally: Tally = field(default_factory=Tally)
+    expected_stored: int = 0  # readings ingest must store, for the published messages as they arrived
+    expected_refusals: Counter[str] = field(default_factory=Counter)  # ingest's refusal reasons, likewise
+
+    def expect(self, verdict: Expected) -> None:
+        """Counts what ingest must conclude about one published message."""
+        self.expected_stored += verdict.stored
+        if verdict.broker_denied:
+            return
+        if verdict.message_reason is not None:
+            self.expected_refusals[verdict.message_reason] += 1
+        self.expected_refusals.update(r for r in verdict.reading_reasons if r is not None)
 
     @property
     def as_expected(self) -> bool:
@@ -44,13 +58,14 @@ async def play(
     client_prefix: str = "sim",
     drain_s: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     report: PlayReport | None = None,
 ) -> PlayReport:
     """Publishes each envelope from its sender's connection.
 
     With `speed` 0 everything goes out as fast as the windows allow; with `speed` k > 0 an envelope is sent
     when (send_at - first send_at) / k real seconds have passed (k = 1 is real time). Pass `report` to watch it
-    fill while the play runs.
+    fill while the play runs; `clock` is the wall clock the expected verdicts are judged at.
     """
     report = report if report is not None else PlayReport()
     expected_denied: dict[int, bool] = {}
@@ -87,6 +102,7 @@ async def play(
                 report.skipped += 1
                 continue
             expected_denied[index] = env.expected.broker_denied
+            report.expect(env.on_arrival(clock()))
             await conn.publish(env.topic, env.payload, index)
             report.published += 1
             report.tally.sent += 1

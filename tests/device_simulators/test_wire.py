@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,22 +46,30 @@ def directory(serials: set[str]) -> dict[str, DeviceRecord]:
     }
 
 
-def verdicts(envelopes: list[Envelope], units: UnitRegistry) -> list[admission.Verdict]:
+Arrival = Callable[[Envelope], datetime]
+
+
+def as_sent(env: Envelope) -> datetime:
+    return env.send_at
+
+
+def verdicts(envelopes: list[Envelope], units: UnitRegistry, arrival: Arrival = as_sent) -> list[admission.Verdict]:
     devices = directory({e.serial for e in envelopes})
     out = []
     for env in envelopes:
-        arrived = admission.Envelope(env.topic, env.payload, env.send_at)
+        arrived = admission.Envelope(env.topic, env.payload, arrival(env))
         parsed = admission.parse_envelope(arrived, LIMITS)
         serial = parsed.serial if isinstance(parsed, admission.Parsed) else None
         out.append(admission.judge(arrived, parsed, devices.get(serial or ""), units, LIMITS))
     return out
 
 
-def assert_verdicts_match(envelopes: list[Envelope], units: UnitRegistry) -> None:
+def assert_verdicts_match(envelopes: list[Envelope], units: UnitRegistry, arrival: Arrival = as_sent) -> None:
+    """Ingest's verdict on each envelope arriving at `arrival(envelope)` is the one the simulator expects then."""
     delivered = [e for e in envelopes if not e.expected.broker_denied]
-    results = verdicts(delivered, units)
+    results = verdicts(delivered, units, arrival)
     for env, verdict in zip(delivered, results, strict=True):
-        expected = env.expected
+        expected = env.on_arrival(arrival(env))
         if expected.message_reason is not None:
             assert [(r.reason.value, r.reading_index) for r in verdict.rejections] == [
                 (expected.message_reason, None)
@@ -78,7 +87,7 @@ def assert_verdicts_match(envelopes: list[Envelope], units: UnitRegistry) -> Non
     # Across the stream, repeats add nothing and nothing conflicts.
     plan = plan_batch(results, RecentIdentities(0))
     assert not plan.conflicts
-    assert len(plan.rows) == sum(e.expected.stored for e in delivered)
+    assert len(plan.rows) == sum(e.on_arrival(arrival(e)).stored for e in delivered)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -122,6 +131,38 @@ def test_every_fault_gets_exactly_its_expected_verdict(seed: int, units: UnitReg
         envelopes.extend(result.envelopes)
     assert set(counts) == set(FaultKind), counts
     assert_verdicts_match(envelopes, units)
+
+
+@pytest.mark.parametrize("arrival", ["live", "backfilled a day later", "backfilled 40 days later"])
+def test_clock_skew_and_every_other_fault_match_ingest_live_and_backfilled(arrival: str, units: UnitRegistry) -> None:
+    """A device clock 20 min ahead: live, each skewed reading is in the future when it arrives (future_timestamp);
+    in a backfill published at once a day after the last measurement it is in the past and stored; 40 days later
+    every reading is stale. The verdict the simulator counts (`on_arrival`) is ingest's in each case, for every
+    fault."""
+    patient = make_patient("skewed", Condition.HEART_FAILURE, "America/Chicago", seed=7)
+    cuff = make_device("BPC-SKEW", DeviceKind.BP_CUFF, seed=7)
+    checks = tuple(START + timedelta(minutes=45 * i) for i in range(3 * 32))
+    stream = simulate(
+        Subject(patient, (cuff,)),
+        START,
+        START + timedelta(days=3),
+        seed=7,
+        script=Script(extra={DeviceKind.BP_CUFF: checks}),
+    )
+    plan = FaultPlan(rates={**dict.fromkeys(FaultKind, 0.03), FaultKind.CLOCK_SKEW: 0.2}, offline=timedelta(hours=6))
+    envelopes = inject(stream, plan, seed=7, foreign_serial="OXI-SKEW").envelopes
+    skewed = [e for e in envelopes if e.fault == FaultKind.CLOCK_SKEW]
+    assert len(skewed) >= 5
+    assert all(set(e.expected.reading_reasons) == {"future_timestamp"} for e in skewed)  # as sent: live
+    last = max(e.send_at for e in envelopes)
+    at: Arrival = {
+        "live": as_sent,
+        "backfilled a day later": lambda e: last + timedelta(days=1),
+        "backfilled 40 days later": lambda e: last + timedelta(days=40),
+    }[arrival]
+    reasons = {r for e in skewed for r in e.on_arrival(at(e)).reading_reasons}
+    assert reasons == {"live": {"future_timestamp"}, "backfilled a day later": {None}}.get(arrival, {"stale_timestamp"})
+    assert_verdicts_match(envelopes, units, at)
 
 
 def test_malformed_and_oversized_reasons_are_ingests(units: UnitRegistry) -> None:
