@@ -18,7 +18,8 @@ import logging
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.constants import MQTTCommands, MQTTv50
+from gmqtt.mqtt.package import CommandWithMidPacket
 
 from ingest.admission import Envelope
 from ingest.backoff import Backoff
@@ -36,16 +37,45 @@ NOT_ACKNOWLEDGED = 0x80  # only ever "sent" to a closed connection, see the modu
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc]
-    """gmqtt's client with capped, jittered reconnect delays instead of its fixed one."""
+    """gmqtt's client with capped, jittered reconnect delays instead of its fixed one, and PUBACKs coalesced.
+
+    gmqtt writes each PUBACK to the socket on its own (one send() system call per message, the largest single
+    cost of a message after the event loop's own, by py-spy). A committed batch releases its handlers together,
+    so their PUBACKs are gathered and written in one piece on the next loop iteration: still only after the
+    handler returned (after commit), to the connection gmqtt would have used, and dropped like gmqtt drops them
+    when that connection is closing (the broker then redelivers).
+    """
 
     backoff: Backoff
     metrics: Metrics
+    pending_acks: list[bytes]
 
     async def reconnect(self, delay: bool = False) -> None:
         if delay:
             self.reconnect_delay = self.backoff.next_delay()
         self.metrics.mqtt_reconnects.inc()
         await super().reconnect(delay=delay)
+
+    def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
+        # gmqtt's handler calls this for PUBACK (and the QoS 2 commands, which ingest never subscribes with).
+        if cmd != MQTTCommands.PUBACK:
+            super()._send_command_with_mid(cmd, mid, dup, reason_code=reason_code)
+            return
+        if not self.pending_acks:
+            asyncio.get_running_loop().call_soon(self.flush_acks)
+        version = self._connection_state.protocol_version
+        self.pending_acks.append(CommandWithMidPacket.build_package(cmd, mid, dup, reason_code, version))
+
+    def flush_acks(self) -> None:
+        """Writes the gathered PUBACKs in one piece (nothing when the connection is gone or closing)."""
+        acks, self.pending_acks = self.pending_acks, []
+        connection = self._connection
+        if not acks:
+            return
+        if connection is None or connection.is_closing():
+            logger.debug("%d PUBACKs dropped: the connection is closing (the broker redelivers)", len(acks))
+            return
+        connection.send_package(b"".join(acks))
 
 
 def subscription_topic(filter_: str, share_group: str) -> str:
@@ -85,6 +115,7 @@ class Subscriber:
             receive_maximum=s.ingest_mqtt_receive_maximum,
         )
         client.backoff = self._backoff
+        client.pending_acks = []
         client.metrics = self._metrics
         client.set_auth_credentials(s.mqtt_ingest_user, s.mqtt_ingest_password.get_secret_value())
         client.on_connect = self._on_connect
@@ -102,6 +133,7 @@ class Subscriber:
             self._accepting = False
             if client is not None:
                 await self._wait_for_acks()
+                client.flush_acks()
                 self.connected = False
                 try:
                     await asyncio.wait_for(client.disconnect(), timeout=5)
@@ -148,7 +180,8 @@ class Subscriber:
         while self._inflight > 0 and not self._life.past_deadline():
             self._pipeline.abandon()
             await asyncio.sleep(0.005)
-        # gmqtt writes a PUBACK from the done-callback, one loop iteration after the handler returned.
+        # gmqtt hands a PUBACK over from the done-callback, one loop iteration after the handler returned (then
+        # `run` flushes what _Client gathered).
         for _ in range(3):
             await asyncio.sleep(0)
 
