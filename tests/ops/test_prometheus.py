@@ -1,5 +1,5 @@
-"""A real Prometheus (Debian's package) on loopback scrapes a running ingest, a running delivery service and a
-running processors clock, and answers queries for their metrics."""
+"""A real Prometheus (Debian's package) on loopback scrapes a running ingest, a running delivery service, a
+running processors clock and a running Faust processors worker, and answers queries for their metrics."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests import factories
 from tests.conftest import MqttDeviceFactory
 from tests.delivery.conftest import add_notification
 from tests.ingest.harness import ROOT, IngestProcess, end_session, free_port, message, publish, reading
+from tests.processors.faust_harness import PARTITIONS, FaustRun, create_topic, delete_topics, new_run_id
 
 Conn = psycopg.Connection[Any]
 
@@ -156,6 +157,23 @@ def processors_clock(org: factories.Organization) -> Iterator[int]:
 
 
 @pytest.fixture
+async def faust_worker(tmp_path: Path) -> AsyncIterator[int]:
+    """`python -m processors faust worker` on a topic of its own; yields its metrics port (started first: it
+    joins its group while the other services start)."""
+    port = free_port()
+    (tmp_path / "faust").mkdir()
+    run = FaustRun(new_run_id("prometheus"), tmp_path / "faust", {"PROCESSOR_FAUST_METRICS_PORT": str(port)})
+    await create_topic(run.topic)
+    try:
+        await run.start()
+        yield port
+    finally:
+        if run.process is not None:
+            assert await run.stop() == 0, run.log_tail()
+        await delete_topics(run.run_id)
+
+
+@pytest.fixture
 async def ingest(
     mqtt_device: MqttDeviceFactory, ingest_settings: IngestSettings
 ) -> AsyncIterator[tuple[IngestProcess, factories.Device]]:
@@ -170,6 +188,7 @@ async def ingest(
 
 
 async def test_prometheus_scrapes_the_running_services(
+    faust_worker: int,
     db: Conn,
     org: factories.Organization,
     patient: factories.Patient,
@@ -193,16 +212,22 @@ async def test_prometheus_scrapes_the_running_services(
 
     prometheus = Prometheus(
         tmp_path,
-        {"ingest": process.metrics_port, "delivery": delivery_service, "processors-clock": processors_clock},
+        {
+            "ingest": process.metrics_port,
+            "delivery": delivery_service,
+            "processors-clock": processors_clock,
+            "processors-faust": faust_worker,
+        },
     )
     try:
         await _until(prometheus.ready, "prometheus ready")
         up = await _until(lambda: prometheus.query("up == 1"), "the targets up")
-        await _until(lambda: len(prometheus.query("up == 1")) == 3, "the three targets up")
+        await _until(lambda: len(prometheus.query("up == 1")) == 4, "the four targets up")
         assert {r["metric"]["job"] for r in prometheus.query("up == 1")} == {
             "ingest",
             "delivery",
             "processors-clock",
+            "processors-faust",
         }, up
 
         sent = await _until(
@@ -226,5 +251,10 @@ async def test_prometheus_scrapes_the_running_services(
         assert float(patients[0]["value"][1]) >= 1
         stale = prometheus.query('time() - processors_last_tick_timestamp_seconds{job="processors-clock"}')
         assert float(stale[0]["value"][1]) < 30
+        # The Faust worker joined its group: all partitions of its topic are its own.
+        assigned = await _until(
+            lambda: prometheus.query('processors_partitions_assigned{job="processors-faust"} > 0'), "faust assigned"
+        )
+        assert float(assigned[0]["value"][1]) == PARTITIONS
     finally:
         prometheus.stop()
