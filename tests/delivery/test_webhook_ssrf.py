@@ -4,8 +4,9 @@ dispatcher and aiohttp's real connector, where a refusal is a clear, final failu
 from __future__ import annotations
 
 import ipaddress
+import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from uuid import UUID
 
@@ -14,10 +15,12 @@ import psycopg
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from migrations.settings import MigrationSettings
 from processors.delivery.errors import RefusedTargetError, RejectedError
 from processors.delivery.metrics import DeliveryMetrics
 from processors.delivery.settings import DeliverySettings
 from processors.delivery.ssrf import EgressPolicy, GuardedResolver, check_endpoint, check_url
+from scripts.database import migrated_scratch
 from tests import factories
 from tests.delivery.conftest import LOOPBACK_ALLOWED, MakeDispatcher, add_notification, add_webhook
 from tests.delivery.receivers import HttpReceiver
@@ -217,3 +220,87 @@ async def test_by_default_a_loopback_webhook_is_refused_once_and_for_good(
     assert await make_dispatcher().run_once() == 2
     assert len(receiver.requests) == 1
     assert [outcome for _, outcome, _ in _attempts(db, nid2)] == ["sent"]
+
+
+# The schema's share of the guard (migration 0520): on INSERT/UPDATE, the literal addresses no deployment may reach.
+SCHEMA_CASES = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[2002:a9fe:a9fe::1]/",
+    "http://[fd00:ec2::254]/",
+    "http://100.100.100.200/",
+    "http://0.0.0.0:9108/metrics",
+    "http://[::]/",
+    "http://224.0.0.1/",
+    "http://[ff02::1]/",
+    "http://255.255.255.255/",
+    "http://240.1.2.3/",
+    "http://127.1/hook",
+    "http://2130706433/hook",
+    "http://0x7f.0.0.1/hook",
+    "http://010.0.0.1/hook",
+    "http://user:pw@169.254.169.254:80/x?y#z",
+    # Allowed by the schema (judged at delivery, by the deployment's policy or after DNS):
+    "http://127.0.0.1:8080/hook",
+    "http://[::1]:8080/hook",
+    "http://10.0.0.7/hook",
+    "http://169.254.1.1/hook",
+    "http://localhost/hook",
+    "https://hooks.example.com/rpm",
+    "https://93.184.216.34/hook",
+    "https://[2001:4860:4860::8888]/hook",
+    "https://cafe.de/hook",
+]
+
+
+@pytest.fixture(scope="module")
+def migrated() -> Iterator[str]:
+    """A scratch database with every migration applied (the shared one may not have 0520 yet); yields a DSN."""
+    settings = MigrationSettings()
+    with migrated_scratch(settings, "ssrf") as name:
+        yield settings.admin_dsn(name)
+
+
+def _python_reason(url: str) -> str | None:
+    try:
+        check_url(url, LOOPBACK_ALLOWED)
+    except RefusedTargetError as exc:
+        return exc.reason
+    return None
+
+
+def test_the_schema_refuses_what_no_deployment_allows_with_the_dispatchers_reasons(migrated: str) -> None:
+    rng = random.Random(520)
+    v4 = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(3000)]
+    v4 += ["169.254.169.254", "224.0.0.0", "239.255.255.255", "240.0.0.0", "0.0.0.0", "100.100.100.200"]
+    urls = [
+        *SCHEMA_CASES,
+        *(f"http://{a}/" for a in v4),
+        *(f"http://[::ffff:{a}]/" for a in v4[:500]),
+        *(
+            f"http://[{ipaddress.IPv6Address((0x2002 << 112) | (int(ipaddress.IPv4Address(a)) << 80))}]/"
+            for a in v4[:500]
+        ),
+    ]
+    with psycopg.connect(migrated) as conn:
+        rows = conn.execute("SELECT u, webhook_url_refusal(u) FROM unnest(%s::text[]) AS u", (urls,)).fetchall()
+    schema: dict[str, str | None] = dict(rows)
+    always = {"address_metadata", "address_multicast", "address_unspecified", "address_reserved", "url_invalid"}
+    for url in urls:
+        python = _python_reason(url)
+        # The schema refuses exactly what the dispatcher refuses even when private targets are allowed.
+        assert schema[url] == (python if python in always else None), url
+    assert sum(reason is not None for reason in schema.values()) > 100
+    for url in SCHEMA_CASES[:17]:
+        assert schema[url] is not None, url
+
+
+def test_an_endpoint_pointing_at_the_metadata_service_cannot_be_configured(migrated: str) -> None:
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        org = factories.create_organization(conn)
+        with pytest.raises(psycopg.errors.CheckViolation, match="webhook_endpoints_url_target"):
+            add_webhook(conn, org.id, "http://169.254.169.254/latest/meta-data/iam/", "s" * 40)
+        endpoint = add_webhook(conn, org.id, "https://hooks.example.com/rpm", "s" * 40)
+        with pytest.raises(psycopg.errors.CheckViolation, match="webhook_endpoints_url_target"):
+            conn.execute("UPDATE webhook_endpoints SET url = 'http://[::ffff:a9fe:a9fe]/' WHERE id = %s", (endpoint,))
