@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
@@ -42,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("command", choices=["clock", "faust"])
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=["text", "json"], help="default: LOG_FORMAT or text")
     parsed = parser.parse_args(args)
-    logging.basicConfig(level=parsed.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = ProcessorSettings()
     from processors.clock import serve
+    from processors.delivery.logs import configure
 
-    asyncio.run(serve(ProcessorSettings()))
+    configure(parsed.log_level, parsed.log_format or settings.log_format)
+    asyncio.run(serve(settings))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
 from uuid import UUID
 
@@ -65,6 +66,9 @@ class ProcessorSettings(BaseSettings):
     processor_metrics_host: str = "127.0.0.1"
     processor_clock_metrics_port: int = Field(default=9109, ge=-1, le=65535)
     processor_faust_metrics_port: int = Field(default=9111, ge=-1, le=65535)
+    # `python -m processors clock` logs one JSON object per line with "json" (as the delivery service; the Faust
+    # worker configures its own logging).
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def faust_datadir(self) -> Path:

@@ -138,7 +138,7 @@ def processors_clock(org: factories.Organization) -> Iterator[int]:
         "PROCESSOR_CLOCK_METRICS_PORT": str(port),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "processors", "clock"],
+        [sys.executable, "-m", "processors", "clock", "--log-format", "json"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -154,6 +154,10 @@ def processors_clock(org: factories.Organization) -> Iterator[int]:
             proc.kill()
             _, err = proc.communicate(timeout=5)
         assert proc.returncode == 0, err.decode()[-2000:]
+        # JSON log lines only (the clock logs its start and stop at INFO).
+        lines = err.decode().splitlines()
+        assert lines
+        assert all(json.loads(line)["logger"] for line in lines)
 
 
 @pytest.fixture
