@@ -16,8 +16,10 @@ committed, divided by the messages, are its cost per message including MQTT, asy
 
 Usage: .venv/bin/python -m scripts.bench.ingest_cpu [--messages 20000] [--rounds 5] [--readings 1,10] [--profile]
        .venv/bin/python -m scripts.bench.ingest_cpu --serve [--serve-messages 60000] [--serve-rate 4000]
-                                                    [--ingest-tree DIR]   (a baseline checkout, for before/after)
-                                                    [--loop uvloop]       (what the event loop costs)
+                        [--serve-rounds 3] [--ingest-tree DIR] [--uvloop] [--spy]
+  --ingest-tree (repeatable) also runs a baseline checkout (`git archive <commit> ingest | tar -x -C DIR`),
+  --uvloop also this tree under uvloop; variants take turns round by round and the median is reported.
+  --spy: py-spy's top functions of each run.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import asyncio
 import cProfile
 import json
 import pstats
+import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -148,76 +153,139 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def _start_ingest(box: Sandbox, tree: Path | None, loop: str) -> subprocess.Popen[bytes]:
+def _start_ingest(box: Sandbox, tree: Path | None, loop: str, spy: Path | None) -> subprocess.Popen[bytes]:
     """`pipeline.start_ingest`, optionally running the `ingest` package of another source tree (a baseline made
     with `git archive <commit> | tar -x -C DIR`; settings still come from this tree's .env and the sandbox) or
-    under another event loop (`uvloop`: installed as the policy before `ingest serve` starts its loop)."""
-    if tree is None and loop == "default":
+    under another event loop (`uvloop`: installed as the policy before `ingest serve` starts its loop), or under
+    py-spy (raw samples into `spy`)."""
+    if tree is None and loop == "default" and spy is None:
         return pipeline.start_ingest(box, ENV)
     env = {**box.env, "INGEST_METRICS_PORT": "0", "INGEST_MQTT_CLIENT_ID": pipeline.INGEST_CLIENT_ID, **ENV}
     path = "" if tree is None else f"sys.path.insert(0, {str(tree)!r}); "
     policy = "import uvloop; uvloop.install(); " if loop == "uvloop" else ""
     code = f"import runpy, sys; {path}{policy}runpy.run_module('ingest', run_name='__main__')"
     command = [sys.executable, "-c", code, "--log-level", "WARNING", "serve"]
+    if spy is not None:
+        py_spy = Path(sys.executable).with_name("py-spy")
+        command = [str(py_spy), "record", "--rate", "200", "--format", "raw", "--output", str(spy), "--", *command]
     with (box.state_dir / "ingest-cpu.log").open("ab") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _top_functions(raw: Path, count: int = 25) -> str:
+    """Self time by function (leaf frames) of a py-spy raw profile, in % of samples, with the callers of the
+    top five (two frames up)."""
+    leaf: Counter[str] = Counter()
+    callers: dict[str, Counter[str]] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if stack:
+            frames = stack.split(";")
+            leaf[frames[-1]] += int(samples)
+            callers.setdefault(frames[-1], Counter())[" < ".join(reversed(frames[-3:-1]))] += int(samples)
+            total += int(samples)
+    rows = [f"py-spy: {total} samples, self time by function"]
+    for rank, (frame, n) in enumerate(leaf.most_common(count)):
+        rows.append(f"{100 * n / total:5.1f} %  {frame}")
+        if rank < 5:
+            rows.extend(f"          {100 * c / total:5.1f} % from {who}" for who, c in callers[frame].most_common(3))
+    return "\n".join(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """An ingest to measure: a source tree (None: this one) and an event loop."""
+
+    name: str
+    tree: Path | None = None
+    loop: str = "default"
+
+
+async def _serve_once(
+    box: Sandbox, credentials: Path, variant: Variant, readings: int, count: int, rate: float, profile: bool
+) -> dict[str, object]:
+    pipeline.truncate(box)
+    spy = box.state_dir / f"ingest-cpu-{readings}.spy" if profile else None
+    ingest = _start_ingest(box, variant.tree, variant.loop, spy)
+    try:
+        await asyncio.sleep(3)
+        process = psutil.Process(ingest.pid)
+        if spy is not None:  # py-spy's child is the ingest process
+            process = process.children()[0]
+        before = _cpu_seconds(process)
+        started = time.perf_counter()
+        out = box.state_dir / f"ingest-cpu-{readings}.json"
+        load = start_publisher(
+            box, credentials, out, devices=DEVICES, rate=rate, duration=3600, messages=count, readings=readings
+        )
+        stored, progress_at = 0, time.perf_counter()
+        while stored < count * readings and time.perf_counter() - progress_at < 30:
+            await asyncio.sleep(0.5)
+            now_stored = await pipeline.committed(box)
+            if now_stored > stored:
+                stored, progress_at = now_stored, time.perf_counter()
+        cpu = _cpu_seconds(process) - before
+        elapsed = time.perf_counter() - started
+        await asyncio.to_thread(load.wait, 60)
+    finally:
+        if spy is not None:
+            for child in psutil.Process(ingest.pid).children():
+                child.terminate()
+            await asyncio.to_thread(ingest.wait, 60)
+        await pipeline.stop_ingest(box, ingest)
+    result: dict[str, object] = {
+        "ingest": variant.name,
+        "readings_per_message": readings,
+        "messages": count,
+        "readings_committed": stored,
+        "offered_msg_per_s": rate,
+        "seconds": round(elapsed, 1),
+        "ingest_cpu_s": round(cpu, 2),
+        "us_per_message": round(cpu / count * 1e6, 1),
+        "us_per_reading": round(cpu / (count * readings) * 1e6, 1),
+    }
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    if spy is not None:
+        print(_top_functions(spy), file=sys.stderr, flush=True)
+    return result
+
+
 async def measure_serve(
-    readings_list: list[int], messages: int, rate: float, tree: Path | None = None, loop: str = "default"
+    variants: list[Variant],
+    readings_list: list[int],
+    messages: int,
+    rate: float,
+    rounds: int,
+    profile: bool = False,
 ) -> list[dict[str, object]]:
-    """CPU of the ingest process per message, for each message size, in one sandbox."""
-    results: list[dict[str, object]] = []
+    """CPU of the ingest process per message, per variant and message size, in one sandbox. The variants take
+    turns, `rounds` times, so the box's changing load falls on all of them alike; the median is reported."""
+    summary: list[dict[str, object]] = []
     with sandbox() as box:
         fleet_ = box.provision("ingest-cpu", DEVICES)
         credentials = write_fleet(box, fleet_, "ingest-cpu-fleet")
         for readings in readings_list:
             count = messages if readings == 1 else messages // 5
-            pipeline.truncate(box)
-            ingest = _start_ingest(box, tree, loop)
-            try:
-                await asyncio.sleep(3)
-                process = psutil.Process(ingest.pid)
-                before = _cpu_seconds(process)
-                started = time.perf_counter()
-                out = box.state_dir / f"ingest-cpu-{readings}.json"
-                offered = rate if readings == 1 else rate / 5
-                load = start_publisher(
-                    box,
-                    credentials,
-                    out,
-                    devices=DEVICES,
-                    rate=offered,
-                    duration=3600,
-                    messages=count,
-                    readings=readings,
+            offered = rate if readings == 1 else rate / 5
+            runs: dict[str, list[float]] = {v.name: [] for v in variants}
+            for _ in range(rounds):
+                for variant in variants:
+                    result = await _serve_once(box, credentials, variant, readings, count, offered, profile)
+                    if result["readings_committed"] == count * readings:
+                        runs[variant.name].append(float(result["us_per_message"]))  # type: ignore[arg-type]
+            for name, values in runs.items():
+                summary.append(
+                    {
+                        "ingest": name,
+                        "readings_per_message": readings,
+                        "offered_msg_per_s": offered,
+                        "us_per_message_runs": values,
+                        "us_per_message_median": round(statistics.median(values), 1) if values else None,
+                        "us_per_reading_median": round(statistics.median(values) / readings, 1) if values else None,
+                    }
                 )
-                stored, progress_at = 0, time.perf_counter()
-                while stored < count * readings and time.perf_counter() - progress_at < 30:
-                    await asyncio.sleep(0.5)
-                    now_stored = await pipeline.committed(box)
-                    if now_stored > stored:
-                        stored, progress_at = now_stored, time.perf_counter()
-                cpu = _cpu_seconds(process) - before
-                elapsed = time.perf_counter() - started
-                await asyncio.to_thread(load.wait, 60)
-            finally:
-                await pipeline.stop_ingest(box, ingest)
-            results.append(
-                {
-                    "readings_per_message": readings,
-                    "ingest": f"{tree or 'this tree'}, {loop} event loop",
-                    "messages": count,
-                    "readings_committed": stored,
-                    "offered_msg_per_s": offered,
-                    "seconds": round(elapsed, 1),
-                    "ingest_cpu_s": round(cpu, 2),
-                    "us_per_message": round(cpu / count * 1e6, 1),
-                    "us_per_reading": round(cpu / (count * readings) * 1e6, 1),
-                }
-            )
-            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    return results
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,19 +297,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--serve-messages", type=int, default=60_000)
     parser.add_argument("--serve-rate", type=float, default=4000)
-    parser.add_argument("--ingest-tree", type=Path, help="with --serve: run the ingest package of this source tree")
-    parser.add_argument("--loop", choices=["default", "uvloop"], default="default", help="with --serve")
+    parser.add_argument("--serve-rounds", type=int, default=1)
+    parser.add_argument(
+        "--ingest-tree", type=Path, action="append", default=[], help="with --serve: also run this tree's ingest"
+    )
+    parser.add_argument("--uvloop", action="store_true", help="with --serve: also run this tree under uvloop")
+    parser.add_argument("--spy", action="store_true", help="with --serve: py-spy's top functions of ingest")
     args = parser.parse_args(argv)
     readings_list = [int(r) for r in args.readings.split(",")]
     if args.serve:
+        variants = [*(Variant(f"tree {tree}", tree) for tree in args.ingest_tree), Variant("this tree")]
+        if args.uvloop:
+            variants.append(Variant("this tree, uvloop", None, "uvloop"))
         served = asyncio.run(
-            measure_serve(readings_list, args.serve_messages, args.serve_rate, args.ingest_tree, args.loop)
+            measure_serve(variants, readings_list, args.serve_messages, args.serve_rate, args.serve_rounds, args.spy)
         )
         print(json.dumps(served, indent=1))
         return 0
     results = [
         measure(int(r), args.messages if int(r) == 1 else args.messages // 5, args.rounds, args.profile)
-        for r in args.readings.split(",")
+        for r in readings_list
     ]
     print(json.dumps(results, indent=1))
     return 0
