@@ -327,7 +327,7 @@ async def broker_fault(env: Env, *, rate: float, kill: bool, share: str = "", in
             else "ingest offline from t=6s to the end of the load; broker fault at t=12s; devices publish throughout"
         ]
         row = await _finish(name, env, load, f"mosquitto {kind} (persistence, autosave_interval 10s)", fault_end,
-                            notes, settle_s=30 if kill else 240)  # fmt: skip
+                            notes, settle_s=30 if kill or share else 240)  # fmt: skip
         result = await load.result()
         dropped = result["reason_codes"].get("0x10", 0)
         if dropped:
