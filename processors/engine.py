@@ -187,10 +187,9 @@ class _Run:
     ) -> Episode | None:
         at = r.measured_at
         if t.level(index) is None:
-            frontier = index == len(samples) - 1
             if (
                 episode is not None
-                and (frontier or episode.retrospective)
+                and (index == len(samples) - 1 or (episode.retrospective and not _breached_after(t, samples, index)))
                 and clears_at(t, samples, index, requirement, episode.opened_at, at)
             ):
                 self._clear(episode, requirement, at, t.amount(index), r.reading_id)
@@ -200,7 +199,11 @@ class _Run:
         if breach is None:
             return episode
         if episode is not None:
-            if episode.retrospective and breach.severity.rank > episode.severity.rank:
+            if (
+                episode.retrospective
+                and breach.severity.rank > episode.severity.rank
+                and _within(t, samples, index, requirement, episode)
+            ):
                 return self._breach_change(
                     ChangeKind.ESCALATED, episode, t, samples, index, r, requirement, breach, notify=False
                 )
@@ -266,7 +269,9 @@ class _Run:
         *,
         notify: bool,
     ) -> Episode:
-        at = samples[index].measured_at
+        # An episode's time only moves on: a breach measured before its last change (an older reading that
+        # escalates a retrospective episode) is recorded at that change's time; its own time is in the triggers.
+        at = max(samples[index].measured_at, episode.changed_at)
         severity = max(episode.severity, breach.severity, key=lambda s: s.rank)
         triggers = dict.fromkeys((*episode.trigger_reading_ids, *(samples[i].reading_id for i in breach.positions)))
         changed = replace(
@@ -534,3 +539,20 @@ class _Run:
             )  # fmt: skip
             devices[assigned.device_id] = replace(device, reported_silence_from=since)
         self.state = replace(self.state, devices=devices)
+
+
+def _breached_after(t: Track, samples: tuple[Sample, ...], index: int) -> bool:
+    """Whether a reading measured after `index` breaches: newer data holds the episode open."""
+    return any(t.level(j) is not None for j in range(index + 1, len(samples)))
+
+
+def _within(t: Track, samples: tuple[Sample, ...], index: int, requirement: Requirement, episode: Episode) -> bool:
+    """Whether the breach at `index` belongs to `episode`: measured since it opened, or before with nothing in
+    between that would have cleared it (in measurement order the episode would have started there)."""
+    since = samples[index].measured_at
+    for j in range(index + 1, len(samples)):
+        if samples[j].measured_at >= episode.opened_at:
+            break
+        if t.level(j) is None and clears_at(t, samples, j, requirement, since, samples[j].measured_at):
+            return False
+    return True

@@ -1,5 +1,6 @@
 """Every scenario file through the pure engine: as delivered, with every reading delivered twice (at-least-once
-redelivery), and with the state serialised and read back between events (a restart between any two events)."""
+redelivery), and with the state serialised and read back between events (a restart between any two events).
+Every output is also checked against the constraints of the tables the runners write it to."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from processors.codec import dump_state, load_state
 from processors.engine import evaluate
 from processors.events import CommittedReading
 from processors.state import PatientState
+from tests.processors.constraints import Tables
 from tests.processors.scenario import (
     Ledger,
     Outcome,
@@ -32,6 +34,7 @@ def run_pure(world: World, *, redeliver: bool = False, restore: Restore | None =
     context = pure_context(world, requirement_versions(specs, world.patient_id))
     config = world.spec.config.engine()
     ledger = Ledger()
+    tables = Tables()
     state: PatientState | None = None
     for _, item in world.events():
         if isinstance(item, RequirementSpec):
@@ -42,6 +45,7 @@ def run_pure(world: World, *, redeliver: bool = False, restore: Restore | None =
         for _ in range(deliveries):
             result = evaluate(state, item, context, config)
             ledger.apply(result.outputs)
+            tables.apply(result.outputs)
             state = result.state if restore is None else restore(result.state)
     return ledger.outcome(world)
 
