@@ -104,28 +104,28 @@ class Pipeline:
         """Cuts the inbound stream into batches by size or age; after stop, flushes what was received."""
         batch: list[Delivery] = []
         first_at: float | None = None
-        try:
-            while True:
-                if self._life.stop.is_set() and self._inbound.empty():
-                    break
-                timeout = 0.2 if first_at is None else max(0.0, self._policy.deadline(first_at) - self._monotonic())
-                try:
-                    item = await asyncio.wait_for(self._inbound.get(), timeout)
-                except TimeoutError:
-                    item = None
-                if item is not None:
-                    batch.append(item)
-                    first_at = first_at if first_at is not None else self._monotonic()
-                    while not self._policy.is_full(len(batch)) and not self._inbound.empty():
-                        batch.append(self._inbound.get_nowait())
-                if self._policy.is_due(len(batch), first_at, self._monotonic()):
-                    await self._batches.put(batch)
-                    batch, first_at = [], None
-            if batch:
+        while True:
+            if self._life.stop.is_set() and self._inbound.empty():
+                break
+            timeout = 0.2 if first_at is None else max(0.0, self._policy.deadline(first_at) - self._monotonic())
+            try:
+                item = await asyncio.wait_for(self._inbound.get(), timeout)
+            except TimeoutError:
+                item = None
+            if item is not None:
+                batch.append(item)
+                first_at = first_at if first_at is not None else self._monotonic()
+                while not self._policy.is_full(len(batch)) and not self._inbound.empty():
+                    batch.append(self._inbound.get_nowait())
+            if self._policy.is_due(len(batch), first_at, self._monotonic()):
                 await self._batches.put(batch)
-        finally:
-            for _ in range(self._settings.ingest_writers):
-                await self._batches.put(None)
+                batch, first_at = [], None
+        if batch:
+            await self._batches.put(batch)
+        # Only after a normal end. A collector cancelled because a writer failed must not wait here: the writers are
+        # gone, the bounded queue stays full, and the pipeline hung silently (seen after a PostgreSQL stop).
+        for _ in range(self._settings.ingest_writers):
+            await self._batches.put(None)
 
     async def run_writer(self) -> None:
         """Writes batches until the collector is done; holds its own connection (reconnecting with backoff)."""
@@ -138,6 +138,9 @@ class Pipeline:
                     for delivery in batch:
                         if not delivery.done.done():
                             delivery.done.set_result(False)
+        except Exception:
+            logger.exception("writer failed")
+            raise
         finally:
             if conn is not None:
                 conn.terminate()

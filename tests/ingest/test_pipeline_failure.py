@@ -1,0 +1,45 @@
+"""A writer that dies must stop the pipeline (the service then exits for its supervisor), never leave it hanging:
+after a PostgreSQL stop the collector, cancelled with the failed writer, waited forever to hand an end-of-stream
+marker to writers that were gone, and ingest stopped acknowledging without logging anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from ingest.admission import Envelope
+from ingest.identity import RecentIdentities
+from ingest.metrics import Metrics
+from ingest.pipeline import Lifecycle, Pipeline
+from ingest.settings import IngestSettings
+from ingest.units import UnitRegistry
+from ingest.writer import Writer
+from tests.ingest.harness import reading
+
+
+class WriterDiedError(Exception):
+    pass
+
+
+async def test_a_failed_writer_stops_the_pipeline_instead_of_hanging_it(units: UnitRegistry) -> None:
+    settings = IngestSettings(ingest_writers=1, ingest_batch_max_size=1, ingest_batch_max_age_s=0.01)
+    life = Lifecycle(5)
+    pipeline = Pipeline(settings, Writer(units, settings.limits, RecentIdentities(0), None), None, Metrics(), life)
+    now = datetime.now(UTC)
+    payloads = [json.dumps({"message_id": f"m-{i}", "readings": [reading(60 + i)]}).encode() for i in range(5)]
+    submitted = [asyncio.create_task(pipeline.submit(Envelope("devices/x/readings", p, now))) for p in payloads]
+
+    async def writer_that_dies() -> None:
+        await asyncio.sleep(0.3)  # meanwhile the collector fills the hand-over queue (one batch per writer)
+        raise WriterDiedError
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with asyncio.timeout(10), asyncio.TaskGroup() as tasks:
+            tasks.create_task(pipeline.run_collector())
+            tasks.create_task(writer_that_dies())
+    assert caught.group_contains(WriterDiedError)
+    assert pipeline.abandon() == len(payloads)  # nothing acknowledged: the broker redelivers all of it
+    assert await asyncio.gather(*submitted) == [False] * len(payloads)
