@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time as monotonic
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import time
 from typing import Any
 from uuid import UUID
@@ -187,16 +187,27 @@ class ContextCache:
         else:
             self._entries.pop(patient_id, None)
 
-    async def get(self, conn: Connection, patient_ids: Collection[UUID]) -> dict[UUID, PatientContext]:
+    def to_check(self, patient_ids: Iterable[UUID]) -> list[UUID]:
+        """The patients whose cached context is fresh: `get` needs their number of requirement versions."""
+        now = self._clock()
+        return [p for p in patient_ids if p in self._entries and now - self._entries[p][0] <= self._ttl]
+
+    async def get(
+        self, conn: Connection, patient_ids: Collection[UUID], versions: Mapping[UUID, int] | None = None
+    ) -> dict[UUID, PatientContext]:
+        """The contexts of these patients (absent: unknown or deleted). `versions`: the number of requirement
+        versions of (at least) the `to_check` patients, read in this transaction; without it, one query reads
+        them."""
         now = self._clock()
         if self._rules_loaded_at is None or now - self._rules_loaded_at > self._ttl:
             self.symptom_rules = await load_symptom_rules(conn)
             self._rules_loaded_at = now
         found: dict[UUID, PatientContext] = {}
         missing: list[UUID] = []
-        cached = [p for p in patient_ids if p in self._entries and now - self._entries[p][0] <= self._ttl]
-        # Versioned polling on top of LISTEN: a requirement version committed before this batch is always seen.
-        versions = await _requirement_versions(conn, cached) if cached else {}
+        if versions is None:
+            cached = [p for p in patient_ids if p in self._entries and now - self._entries[p][0] <= self._ttl]
+            # Versioned polling on top of LISTEN: a requirement version committed before this batch is always seen.
+            versions = await _requirement_versions(conn, cached) if cached else {}
         for patient_id in patient_ids:
             entry = self._entries.get(patient_id)
             if (

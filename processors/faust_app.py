@@ -35,8 +35,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode.utils import logging as mode_logging
 
-from processors.batch import apply_batch
-from processors.codec import dump_state, load_state
+from processors.batch import run_batch
+from processors.codec import load_state
 from processors.contexts import ContextCache, monitored_patients
 from processors.errors import BadEventError, StateError, StoreError
 from processors.events import CommittedReading, Event, Tick, decode_event, encode_event
@@ -45,7 +45,6 @@ from processors.listener import listen
 from processors.metrics import ProcessorMetrics
 from processors.settings import ProcessorSettings
 from processors.state import PatientState
-from processors.store import lock_patients, newest_states, save_states
 
 __all__ = ["EXIT_STALLED", "app", "readings", "states"]
 
@@ -99,6 +98,8 @@ class _Runtime:
         self.commits: dict[int, tuple[int, float]] = {}
         # partition -> the offset the next record must have (set from the group's commit after each assignment)
         self.next_offsets: dict[int, int] = {}
+        # patient -> (the table value this worker wrote last, its decoded state): skips decoding it again.
+        self.decoded: dict[UUID, tuple[bytes, PatientState]] = {}
         self._pool: Any = None
         self._admin: Any = None
         self._lock = asyncio.Lock()
@@ -239,6 +240,10 @@ async def handle(events: Sequence[Any]) -> None:
         raw = states.data.get(_key(patient_id))
         if raw is None:
             continue
+        known = runtime.decoded.get(patient_id)
+        if known is not None and known[0] is raw:
+            cached[patient_id] = known[1]  # the table holds what this worker wrote last: no need to decode it
+            continue
         try:
             cached[patient_id] = load_state(raw)
         except StateError as exc:
@@ -247,11 +252,8 @@ async def handle(events: Sequence[Any]) -> None:
     while True:
         try:
             pool = await runtime.pool()
-            async with pool.acquire() as conn, conn.transaction():
-                await lock_patients(conn, by_patient.keys())
-                stored = await newest_states(conn, cached)
-                result = await apply_batch(conn, by_patient, stored, runtime.contexts, config)
-                await save_states(conn, result.states.values())
+            async with pool.acquire() as conn:
+                result = await run_batch(conn, by_patient, cached, runtime.contexts, config)
             runtime.retrying = False
             metrics.batch_committed(by_patient.values(), result.outputs, time.monotonic() - started)
             break
@@ -263,9 +265,10 @@ async def handle(events: Sequence[Any]) -> None:
             delay = min(delay * 2, 10.0)
     # Only now, after the commit: the changelog must never be ahead of the database.
     for patient_id, state in result.states.items():
-        key, value = _key(patient_id), dump_state(state)
+        key, value = _key(patient_id), result.encoded[patient_id]
         states.send_changelog(partitions[patient_id], key, value)
         states.data[key] = value
+        runtime.decoded[patient_id] = (value, state)
 
 
 def utc_now() -> datetime:
