@@ -6,8 +6,13 @@ Readings are placed in their vital type's window by measurement time and judged 
   promote or remind (each of which pages the care team) and clear.
 * Any other reading (received later than the horizon, or older than a reading already seen) is *retrospective*:
   it may open a retrospective episode, which never pages (and is resolved at once if the readings already seen
-  after it clear it), escalate a retrospective episode, or clear an episode; it never changes a live episode's
-  severity and never notifies except for an all-clear of an episode that had paged.
+  after it clear it), escalate the retrospective episode it belongs to, or clear an episode that no newer reading
+  holds open; it never changes a live episode's severity and never notifies except for an all-clear of an
+  episode that had paged.
+
+An episode's time only moves on (the tables' CHECKs hold it: `updated_at >= opened_at`, `resolved_at >= opened_at`,
+a symptom resolves after its onset): a change caused by a reading older than the episode's last change is recorded
+at that change's time.
 
 Ticks schedule and close vital checks, report silent devices, and clear episodes after quiet time.
 """

@@ -4,6 +4,7 @@ the runners write it to (hypothesis, on the pure engine; the constraints: tests/
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -26,18 +27,48 @@ PATIENT, ORG, DEVICE, NURSE = uuid4(), uuid4(), uuid4(), uuid4()
 HEART_RATE, WEIGHT = 1, 7
 
 
+# Limits of a second heart-rate version: warning_low, critical_low, warning_high, critical_high.
+_NEW_LIMITS: list[tuple[float | None, float | None, float | None, float | None]] = [
+    (None, None, 100.0, 140.0),
+    (None, 45.0, None, 130.0),
+    (55.0, 45.0, 120.0, 160.0),
+]
+
+
 @st.composite
-def heart_rate_rules(draw: st.DrawFn) -> Requirement:
+def requirements(draw: st.DrawFn) -> tuple[Requirement, ...]:
+    """Heart-rate rules, a weight trend, and maybe a second version of each from some point of the timeline on
+    (the versions as the database keeps them: the first closed where the second starts)."""
     breach_n = draw(st.integers(1, 4))
-    clear_count = draw(st.integers(1, 3))
-    return Requirement(
+    heart_rate = Requirement(
         id=uuid4(), vital_type_id=HEART_RATE, vital_type="heart_rate", unit="/min", version=1,
         effective_from=T0 - timedelta(days=1), warning_low=50, warning_high=110, critical_low=40, critical_high=150,
         breach_k=draw(st.integers(1, breach_n)), breach_n=breach_n,
         sustained_minutes=draw(st.sampled_from([None, None, 10, 45])),
-        hysteresis_margin=draw(st.sampled_from([0.0, 5.0])), clear_count=clear_count,
+        hysteresis_margin=draw(st.sampled_from([0.0, 5.0])), clear_count=draw(st.integers(1, 3)),
         clear_minutes=draw(st.sampled_from([None, None, 20, 90])), cooldown_minutes=draw(st.sampled_from([0, 30])),
     )  # fmt: skip
+    weight = WEIGHT_RULE
+    versions: list[Requirement] = []
+    if draw(st.booleans()):
+        since = T0 + timedelta(minutes=draw(st.integers(0, 600)))
+        low, critical_low, high, critical_high = draw(st.sampled_from(_NEW_LIMITS))
+        versions.append(
+            replace(
+                heart_rate, id=uuid4(), version=2, effective_from=since, warning_low=low, critical_low=critical_low,
+                warning_high=high, critical_high=critical_high,
+            )
+        )  # fmt: skip
+        heart_rate = replace(heart_rate, effective_to=since)
+        delta = draw(st.sampled_from([1.5, -1.0, None]))
+        versions.append(
+            replace(
+                weight, id=uuid4(), version=2, effective_from=since, trend_delta=delta,
+                trend_window_hours=None if delta is None else 12,
+            )
+        )  # fmt: skip
+        weight = replace(weight, effective_to=since)
+    return (heart_rate, weight, *versions)
 
 
 WEIGHT_RULE = Requirement(
@@ -46,13 +77,13 @@ WEIGHT_RULE = Requirement(
 )  # fmt: skip
 
 
-def context(heart_rate: Requirement) -> PatientContext:
+def context(versions: tuple[Requirement, ...]) -> PatientContext:
     return PatientContext(
         patient_id=PATIENT,
         organization_id=ORG,
         timezone="UTC",
         monitored=True,
-        requirements=(heart_rate, WEIGHT_RULE),
+        requirements=versions,
         care_team=(CareTeamMember(NURSE, "nurse", T0 - timedelta(days=1)),),
         symptom_rules=SEEDED_SYMPTOM_RULES,
     )
@@ -109,21 +140,24 @@ def play(items: list[Event], ctx: PatientContext, repeat: int = 1) -> tuple[Tabl
     return tables, state
 
 
-def _rule(**columns: Any) -> Requirement:
-    return Requirement(
-        id=uuid4(), vital_type_id=HEART_RATE, vital_type="heart_rate", unit="/min", version=1,
-        effective_from=T0 - timedelta(days=1), **{"warning_high": 110, "critical_high": 150, **columns},
+def _rules(**columns: Any) -> tuple[Requirement, ...]:
+    return (
+        Requirement(
+            id=uuid4(), vital_type_id=HEART_RATE, vital_type="heart_rate", unit="/min", version=1,
+            effective_from=T0 - timedelta(days=1), **{"warning_high": 110, "critical_high": 150, **columns},
+        ),
+        WEIGHT_RULE,
     )  # fmt: skip
 
 
 @settings(max_examples=3000, deadline=None)
-@given(heart_rate_rules(), steps)
+@given(requirements(), steps)
 # tests/scenarios/escalate_before_open.yaml: a critical reading older than an open retrospective episode.
-@example(_rule(hysteresis_margin=5), [("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 1, 91)])
+@example(_rules(hysteresis_margin=5), [("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 1, 91)])
 # An in-range reading older than a later breach of a retrospective episode once cleared it at its own time,
 # before that breach's change and before the symptom it flagged (symptoms resolved_at < onset_at).
 @example(
-    _rule(warning_low=50, critical_low=40, breach_n=4, clear_count=2),
+    _rules(warning_low=50, critical_low=40, breach_n=4, clear_count=2),
     [
         ("hr", 112, 0, 0),
         ("hr", 38, 0, 0),
@@ -134,20 +168,24 @@ def _rule(**columns: Any) -> Requirement:
         ("hr", 38, 0, 20),
     ],
 )
-@example(_rule(hysteresis_margin=5), [("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 20, 30), ("hr", 80, 5, 50)])
-def test_no_output_violates_a_table_constraint(heart_rate: Requirement, spec: list[tuple[str, int, int, int]]) -> None:
-    tables, state = play(events(spec), context(heart_rate))
+@example(_rules(hysteresis_margin=5), [("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 20, 30), ("hr", 80, 5, 50)])
+def test_no_output_violates_a_table_constraint(
+    versions: tuple[Requirement, ...], spec: list[tuple[str, int, int, int]]
+) -> None:
+    tables, state = play(events(spec), context(versions))
     assert state is not None
     open_rows = {a.alert_id for a in tables.alerts.values() if a.status is not AlertStatus.RESOLVED}
     assert open_rows == {e.alert_id for v in state.vitals.values() for e in v.episodes.values()}
 
 
 @settings(max_examples=300, deadline=None)
-@given(heart_rate_rules(), steps)
-def test_redelivered_events_change_no_row(heart_rate: Requirement, spec: list[tuple[str, int, int, int]]) -> None:
+@given(requirements(), steps)
+def test_redelivered_events_change_no_row(
+    versions: tuple[Requirement, ...], spec: list[tuple[str, int, int, int]]
+) -> None:
     items = events(spec)
-    once, _ = play(items, context(heart_rate))
-    twice, _ = play(items, context(heart_rate), repeat=2)
+    once, _ = play(items, context(versions))
+    twice, _ = play(items, context(versions), repeat=2)
     assert twice == once
 
 
@@ -157,7 +195,7 @@ def test_an_older_critical_reading_escalates_an_open_retrospective_episode_at_it
     the episode's opening time (b's own time is in the triggers), and nothing pages."""
     a, c, b = events([("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 1, 91)])
     assert isinstance(b, CommittedReading) and isinstance(c, CommittedReading)
-    tables, state = play([a, c, b], context(_rule(hysteresis_margin=5)))
+    tables, state = play([a, c, b], context(_rules(hysteresis_margin=5)))
     (alert,) = tables.alerts.values()
     assert (alert.kind, alert.severity.value, alert.retrospective, alert.revision) == (
         ChangeKind.ESCALATED, "critical", True, 2,
@@ -174,7 +212,7 @@ def test_an_older_breach_separated_from_a_retrospective_episode_does_not_escalat
     episode c (125) opened: the episode stays at warning."""
     x, c, a = events([("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 1, 150)])
     assert isinstance(a, CommittedReading) and isinstance(x, CommittedReading) and a.measured_at < x.measured_at
-    tables, _ = play([x, c, a], context(_rule(hysteresis_margin=5)))
+    tables, _ = play([x, c, a], context(_rules(hysteresis_margin=5)))
     (alert,) = tables.alerts.values()
     assert (alert.kind, alert.severity.value, alert.revision) == (ChangeKind.OPENED, "warning", 1)
 
@@ -183,7 +221,7 @@ def test_an_older_in_range_reading_does_not_clear_a_retrospective_episode_that_n
     c, d, e = events([("hr", 125, 120, 60), ("hr", 160, 20, 30), ("hr", 80, 5, 50)])
     assert isinstance(c, CommittedReading) and isinstance(d, CommittedReading) and isinstance(e, CommittedReading)
     assert c.measured_at < e.measured_at < d.measured_at
-    tables, _ = play([c, d, e], context(_rule(hysteresis_margin=5)))
+    tables, _ = play([c, d, e], context(_rules(hysteresis_margin=5)))
     (alert,) = tables.alerts.values()
     assert (alert.kind, alert.status, alert.severity.value) == (ChangeKind.ESCALATED, AlertStatus.OPEN, "critical")
     assert alert.changed_at == d.measured_at
