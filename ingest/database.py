@@ -69,7 +69,9 @@ def as_ingest_error(exc: BaseException) -> BaseException:
         if isinstance(exc, asyncpg.PostgresConnectionError) or (sqlstate or "")[:2] in _RETRIABLE_CLASSES:
             return DatabaseUnavailableError(f"{sqlstate}: {exc}")
         return BatchRefusedError(sqlstate, str(exc))
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | ConnectionError):
+    # InternalClientError: the connection's protocol state is broken, e.g. PostgreSQL's shutdown notice arrived
+    # while it was idle ("cannot switch to state 12; another operation (2) is in progress"); a new one will do.
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError | ConnectionError):
         return DatabaseUnavailableError(f"{type(exc).__name__}: {exc}")
     return exc
 

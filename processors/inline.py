@@ -34,7 +34,8 @@ __all__ = ["InlineProcessor", "ReadingLike"]
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: a connection left in a broken protocol state (PostgreSQL shut down while it was idle).
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class ReadingLike(Protocol):

@@ -8,9 +8,12 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 
 from ingest.admission import Envelope
+from ingest.database import as_ingest_error
+from ingest.errors import DatabaseUnavailableError
 from ingest.identity import RecentIdentities
 from ingest.metrics import Metrics
 from ingest.pipeline import Lifecycle, Pipeline
@@ -43,3 +46,13 @@ async def test_a_failed_writer_stops_the_pipeline_instead_of_hanging_it(units: U
     assert caught.group_contains(WriterDiedError)
     assert pipeline.abandon() == len(payloads)  # nothing acknowledged: the broker redelivers all of it
     assert await asyncio.gather(*submitted) == [False] * len(payloads)
+
+
+def test_a_connection_in_a_broken_protocol_state_is_a_retriable_database_error() -> None:
+    """What killed the writer after a PostgreSQL stop: the server's shutdown notice reached an idle connection, and
+    its next query failed with asyncpg's InternalClientError. Retriable: the writer drops the connection and
+    reconnects (so do the relay and the maintenance task)."""
+    broken = asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+    error = as_ingest_error(broken)
+    assert isinstance(error, DatabaseUnavailableError)
+    assert error.retriable
