@@ -108,8 +108,11 @@ class Pipeline:
             if self._life.stop.is_set() and self._inbound.empty():
                 break
             timeout = 0.2 if first_at is None else max(0.0, self._policy.deadline(first_at) - self._monotonic())
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the item and swallows a cancellation
+            # that arrives as the get completes; the cancelled collector then waited forever on writers that were gone.
             try:
-                item = await asyncio.wait_for(self._inbound.get(), timeout)
+                async with asyncio.timeout(timeout):
+                    item = await self._inbound.get()
             except TimeoutError:
                 item = None
             if item is not None:

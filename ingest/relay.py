@@ -139,7 +139,8 @@ class Relay:
             if stop.is_set() and self._queue.empty():
                 return
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=0.2)
+                async with asyncio.timeout(0.2):  # not wait_for: it can swallow a cancellation on Python 3.11
+                    first = await self._queue.get()
             except TimeoutError:
                 continue
             batch = [first]

@@ -56,3 +56,25 @@ def test_a_connection_in_a_broken_protocol_state_is_a_retriable_database_error()
     error = as_ingest_error(broken)
     assert isinstance(error, DatabaseUnavailableError)
     assert error.retriable
+
+
+@pytest.mark.parametrize("steps", range(6))
+async def test_the_collector_stops_when_cancelled_as_a_message_arrives(units: UnitRegistry, steps: int) -> None:
+    """Python 3.11's asyncio.wait_for returns the item and swallows a cancellation that arrives as the inner get
+    completes: the cancelled collector ran on and, its writers gone, waited forever. Cancelled `steps` loop steps
+    after a message is queued, the collector must end every time."""
+    settings = IngestSettings(ingest_writers=1, ingest_batch_max_age_s=0.01)
+    pipeline = Pipeline(
+        settings, Writer(units, settings.limits, RecentIdentities(0), None), None, Metrics(), Lifecycle(5)
+    )
+    collector = asyncio.create_task(pipeline.run_collector())
+    await asyncio.sleep(0.05)  # the collector waits for a message
+    payload = json.dumps({"message_id": "m", "readings": [reading()]}).encode()
+    submitted = asyncio.create_task(pipeline.submit(Envelope("devices/x/readings", payload, datetime.now(UTC))))
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    collector.cancel()
+    done, _ = await asyncio.wait([collector], timeout=2)
+    assert done == {collector} and collector.cancelled()
+    pipeline.abandon()
+    assert await submitted is False
