@@ -7,7 +7,8 @@ batch plan -> COPY records and hand-off events -> metrics. Payloads are the load
 messages (what a 50 ms batch holds at ~4k msg/s), a 200,000-identity recent cache as in production.
 
 CPU is process time (`time.process_time`), the best of several rounds, so other engineers' load on the shared
-cores barely moves it. `--profile` also prints the cProfile top entries of one round.
+cores barely moves it; the garbage collector is set as `ingest serve` sets it. `--profile` also prints the
+cProfile top entries of one round.
 
 `--serve` measures the whole `python -m ingest serve` process instead (a throw-away sandbox: its own database and
 broker, PROCESSOR_TRANSPORT=discard): the load generator offers `--serve-messages` messages at `--serve-rate`
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import pstats
 import statistics
@@ -289,6 +291,11 @@ async def measure_serve(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The collector settings of `python -m ingest serve` (ingest/__main__.py), so allocation-driven collections
+    # cost here what they cost there.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     parser = argparse.ArgumentParser(prog="python -m scripts.bench.ingest_cpu", description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
