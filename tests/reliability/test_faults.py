@@ -67,11 +67,12 @@ async def test_a_postgres_restart_mid_load_stops_acks_and_loses_nothing(env: Env
         result = await load.result()
         recovery, reconciled, duplicated = await scenarios.settle(env, result, time.monotonic(), limit_s=40)
         assert service.alive, service.log()[-2000:]
+        log = service.log()  # closing removes it; a stall after the restart is diagnosed from it
     finally:
         service.close()
     assert acked_while_down == 0
     assert result["unacked"] == 0 and result["refused"] == 0
-    assert recovery is not None, reconciled
+    assert recovery is not None, f"{reconciled}\ningest log (end):\n{log[-4000:]}"
     assert (reconciled.missing, reconciled.partial, reconciled.unexpected, duplicated) == (0, 0, 0, 0)
     assert reconciled.stored == result["sent"]
     assert scenarios.outbox_rows(env) == 0
