@@ -35,6 +35,8 @@ class BatchResult:
     states: dict[UUID, PatientState]
     # The same states as stored (processors.codec), for a runner that keeps its own copy.
     encoded: dict[UUID, bytes] = field(default_factory=dict)
+    # (run_batch) Every state the batch started from, changed or not: what a runner may cache after the commit.
+    current: dict[UUID, PatientState] = field(default_factory=dict)
 
 
 async def apply_batch(
@@ -82,7 +84,7 @@ async def run_batch(
         result = await _evaluate(conn, by_patient, monitored, known, current, start.states, config)
         encoded = {p: dump_state(s) for p, s in result.states.items()}
         await write_batch(conn, result.outputs, {p: (s, encoded[p]) for p, s in result.states.items()})
-    return BatchResult(result.outputs, result.states, encoded)
+    return BatchResult(result.outputs, result.states, encoded, start.states)
 
 
 def _monitored(by_patient: Mapping[UUID, Sequence[Event]], known: Mapping[UUID, PatientContext]) -> list[UUID]:

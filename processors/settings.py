@@ -35,9 +35,12 @@ class ProcessorSettings(BaseSettings):
     # Faust application id: also the consumer group and the prefix of its changelog topics.
     processor_app_id: str = "rpm-processors"
     processor_topic_partitions: int = Field(default=4, ge=1)
-    # Faust's stream.take: up to this many events per batch, waiting at most this long to fill it.
+    # Faust's stream.take: up to this many events per batch, waiting at most this long to fill it. 0.2 s, not less:
+    # with 20-50 ms windows at ~1,200 events/s, p99 publish->page was ~1.8 s and ~15 % of the pages had not come 30 s
+    # after the load ended (small batches, and faust-streaming's take buffer holding records); with 0.2 s, p99 0.36 s
+    # and every page (docs/benchmarks.md, processors).
     processor_batch_max: int = Field(default=500, ge=1)
-    processor_batch_within_s: float = Field(default=0.05, gt=0)
+    processor_batch_within_s: float = Field(default=0.2, gt=0)
     # A worker that dies without leaving its group keeps its partitions this long (Faust's default is 60 s).
     processor_session_timeout_s: float = Field(default=10, ge=6)
     # Stall watchdog: a partition with unprocessed records whose committed offset has not moved for this long
