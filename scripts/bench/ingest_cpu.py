@@ -21,6 +21,7 @@ Usage: .venv/bin/python -m scripts.bench.ingest_cpu [--messages 20000] [--rounds
   --ingest-tree (repeatable) also runs a baseline checkout (`git archive <commit> ingest | tar -x -C DIR`),
   --uvloop also this tree under uvloop; variants take turns round by round and the median is reported.
   --spy: py-spy's top functions of each run.
+       .venv/bin/python -m scripts.bench.ingest_cpu --asyncio-shape   (task + future + queue + callback per message)
 """
 
 from __future__ import annotations
@@ -290,6 +291,47 @@ async def measure_serve(
     return summary
 
 
+async def _handler_shape(messages: int, batch: int) -> float:
+    """µs of CPU per message for the asyncio shape of ingest's MQTT path alone: a task per message (gmqtt runs the
+    handler as one), a future and a bounded-queue hop (`Pipeline.submit`), a collector resolving the futures of
+    a batch, and each task's done-callback (where gmqtt acknowledges). No I/O, no parsing."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[asyncio.Future[bool]] = asyncio.Queue(20_000)
+    acks: list[int] = []
+    all_acknowledged = asyncio.Event()
+
+    async def handler() -> int:
+        done: asyncio.Future[bool] = loop.create_future()
+        await queue.put(done)
+        return 0 if await done else 0x80
+
+    async def collector() -> None:
+        resolved = 0
+        while resolved < messages:
+            futures = [await queue.get()]
+            while len(futures) < batch and not queue.empty():
+                futures.append(queue.get_nowait())
+            for done in futures:
+                done.set_result(True)
+            resolved += len(futures)
+            await asyncio.sleep(0)
+
+    def acknowledge(task: asyncio.Task[int]) -> None:
+        acks.append(task.result())
+        if len(acks) == messages:
+            all_acknowledged.set()
+
+    resolving = asyncio.ensure_future(collector())
+    started = time.process_time()
+    for i in range(messages):
+        asyncio.ensure_future(handler()).add_done_callback(acknowledge)
+        if i % batch == 0:
+            await asyncio.sleep(0)
+    await resolving
+    await all_acknowledged.wait()
+    return (time.process_time() - started) / messages * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     # The collector settings of `python -m ingest serve` (ingest/__main__.py), so allocation-driven collections
     # cost here what they cost there.
@@ -310,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--uvloop", action="store_true", help="with --serve: also run this tree under uvloop")
     parser.add_argument("--spy", action="store_true", help="with --serve: py-spy's top functions of ingest")
+    parser.add_argument("--asyncio-shape", action="store_true", help="the per-message asyncio machinery alone")
     args = parser.parse_args(argv)
+    if args.asyncio_shape:
+        best = min(asyncio.run(_handler_shape(200_000, BATCH)) for _ in range(3))
+        print(json.dumps({"asyncio_task_future_queue_callback_us_per_message": round(best, 2)}))
+        return 0
     readings_list = [int(r) for r in args.readings.split(",")]
     if args.serve:
         variants = [*(Variant(f"tree {tree}", tree) for tree in args.ingest_tree), Variant("this tree")]
