@@ -188,6 +188,15 @@ def _escalation(conn: Conn, t: Tenant) -> None:
     )
 
 
+def _quarantined(conn: Conn, t: Tenant) -> None:
+    conn.execute(
+        "INSERT INTO processor_quarantine (organization_id, patient_id, event_key, event, error_class, sqlstate,"
+        " error_message) VALUES (%s, %s, 'tick', '{\"tick\": \"2026-01-01T00:00:00Z\"}', 'CheckViolationError',"
+        " '23514', 'test')",
+        (t.id, t.patient.id),
+    )
+
+
 # Each maker fills the tables it names (in this order: later makers use earlier rows). The core tables
 # (organizations, users, healthcare_providers, patients, patient_provider_assignments, care_plans,
 # vital_requirements, devices, device_assignments) are filled by `make_tenant` through the shared factories.
@@ -195,6 +204,7 @@ MAKERS: list[tuple[frozenset[str], Callable[[Conn, Tenant], None]]] = [
     (frozenset({"vital_readings"}), _reading),
     (frozenset({"vital_alerts"}), _alert),
     (frozenset({"alert_escalations"}), _escalation),
+    (frozenset({"processor_quarantine"}), _quarantined),
     (frozenset({"ingest_rejections"}), _rejection),
     (frozenset({"audit_logs"}), _audit),
     (frozenset({"care_plan_templates"}), _template),

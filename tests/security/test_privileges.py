@@ -78,6 +78,7 @@ NEVER_WRITE: dict[Role, set[str]] = {
         "ingest_rejections",
         "ingest_outbox",
         "processor_states",
+        "processor_quarantine",
         "notification_deliveries",
         "delivery_attempts",
         "vital_types",
