@@ -11,7 +11,7 @@ database's copy of the state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -93,3 +93,46 @@ async def test_scenario(path: Path, variant: str, db: psycopg.Connection[Any], p
         finally:
             stop.set()
     assert database_outcome(db, world) == expected_outcome(spec)
+
+
+ESCALATION = next(p for p in SCENARIOS if p.stem == "warning_then_critical")
+
+
+async def acknowledged_then_rest(
+    db: psycopg.Connection[Any], pool: asyncpg.Pool, batches: Callable[[list[Event]], list[list[Event]]]
+) -> tuple[str, bool, int]:
+    """Warning episode opened by the first reading and acknowledged by the nurse; the remaining readings (an
+    escalation, a reading inside the cooldown, a reminder, a clear but the last) delivered in `batches`. Returns
+    the episode's status, whether it is still acknowledged, and its revision."""
+    spec = load(ESCALATION)
+    world = create_world(db, spec)
+    runner = Runner(pool, ContextCache(ttl=3600), spec.config.engine(), lagging=False)
+    readings: list[Event] = []
+    for step, item in world.events():
+        assert isinstance(item, CommittedReading)
+        insert_reading(db, world, step)
+        readings.append(item)
+    await runner.deliver(world.patient_id, readings[:1])
+    db.execute(
+        "UPDATE vital_alerts SET status = 'acknowledged', acknowledged_at = opened_at, acknowledged_by = %s"
+        " WHERE patient_id = %s",
+        (world.users["nurse"], world.patient_id),
+    )
+    for batch in batches(readings[1:-1]):
+        await runner.deliver(world.patient_id, batch)
+    row = db.execute(
+        "SELECT status::text, acknowledged_at IS NOT NULL, revision FROM vital_alerts WHERE patient_id = %s",
+        (world.patient_id,),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def test_an_escalation_clears_an_acknowledgement_also_when_later_changes_share_its_batch(
+    db: psycopg.Connection[Any], processor_pool: asyncpg.Pool
+) -> None:
+    one_by_one = await acknowledged_then_rest(db, processor_pool, lambda events: [[e] for e in events])
+    together = await acknowledged_then_rest(db, processor_pool, lambda events: [events])
+    # The escalation asks for a new acknowledgement; the reminder after it (same batch, a later round) keeps that.
+    assert one_by_one[:2] == ("open", False)
+    assert together == one_by_one
