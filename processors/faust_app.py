@@ -4,13 +4,14 @@
 
 Configured from `ProcessorSettings` (environment / .env) when imported. One agent takes batches of events
 (`stream.noack_take`, acknowledged after the commit), groups them by patient (Kafka keeps each patient's events in
-order within its partition), and runs the same batch step as the inline runner in one database transaction. The
-engine state lives in a Faust table (`patient-states`, changelog-backed, co-partitioned with the readings topic), so
-a batch needs no state read from the database. The database keeps the authoritative copy (`processor_states`,
-written in the same transaction as the outputs, with a version); the table is updated only after the commit. After a
-crash between the two, the table is older than the database: the version check (one small query per batch) notices
-and takes the database's copy, so the events Kafka delivers again are recognised as seen and nothing is written
-twice. Kafka transactions are not used: processing_guarantee=at_least_once with idempotent outputs.
+order within its partition), and runs the batch step (`processors.batch.run_batch`: one transaction, four round
+trips) with the engine and the writes the inline runner uses. The engine state lives in a Faust table
+(`patient-states`, changelog-backed, co-partitioned with the readings topic), so a batch needs no state read from
+the database. The database keeps the authoritative copy (`processor_states`, written in the same transaction as the
+outputs, with a version); the table is updated only after the commit. After a crash between the two, the table is
+older than the database: the version check (part of the batch's first call) notices and takes the database's copy,
+so the events Kafka delivers again are recognised as seen and nothing is written twice. Kafka transactions are not
+used: processing_guarantee=at_least_once with idempotent outputs.
 
 Ticks travel on the same topic as `{"tick": ...}` records keyed by patient id: the leader worker's timer
 produces one per monitored patient every `processor_tick_interval_s` (0: none; tests produce their own).
