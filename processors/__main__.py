@@ -6,6 +6,8 @@ python -m processors clock                  the inline runner's clock and change
 python -m processors faust worker [...]     the Faust runner (any `faust` worker arguments, e.g. --without-web)
 python -m processors delivery [...]         notifications to care teams and escalation (processors.delivery)
 python -m processors alerts list|show|ack|assign|resolve [...]   the alert lifecycle (processors.alerts_cli)
+python -m processors quarantine list|retry [--json]   events set aside after a failure retrying cannot fix
+                                            (processors.quarantine_cli)
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from processors.alerts_cli import main as alerts_main
 
         return alerts_main(args[1:])
+    if args[:1] == ["quarantine"]:
+        from processors.quarantine_cli import main as quarantine_main
+
+        return quarantine_main(args[1:])
     if args[:1] == ["delivery"]:
         from processors.delivery.__main__ import main as delivery_main
 

@@ -22,6 +22,7 @@ import asyncpg
 
 from processors.contexts import ContextCache, monitored_patients
 from processors.errors import StoreError
+from processors.failures import DATABASE_ERRORS
 from processors.health import HealthServer
 from processors.inline import InlineProcessor
 from processors.metrics import ProcessorMetrics
@@ -32,7 +33,6 @@ __all__ = ["ClockReadiness", "Ticker", "serve"]
 logger = logging.getLogger(__name__)
 
 Monotonic = Callable[[], float]
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def utc_now() -> datetime:
@@ -142,7 +142,7 @@ class Ticker:
                     self._organizations,
                 )
                 return [r["id"] for r in rows]
-        except _DATABASE_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise StoreError(f"cannot list monitored patients: {exc!r}") from exc
 
 
@@ -190,6 +190,7 @@ async def serve(
             contexts=ContextCache(ttl=settings.processor_context_ttl_s),
             tick_batch=settings.processor_tick_batch,
             on_commit=metrics.count_outputs,
+            on_quarantine=metrics.count_quarantined,
         )
         metrics.listening.set_function(lambda: float(processor.listening.is_set()))
         interval = settings.processor_tick_interval_s

@@ -27,3 +27,10 @@ class StateError(ProcessorError):
     """A stored engine state could not be read back (e.g. written by an incompatible version)."""
 
     retriable: ClassVar[bool] = False
+
+
+class BatchRefusedError(ProcessorError):
+    """The database refused a batch for a reason retrying cannot fix (a constraint or data error): the runner
+    isolates the patient(s) whose events cause it (`processors.quarantine`)."""
+
+    retriable: ClassVar[bool] = False

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -36,14 +37,16 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode.utils import logging as mode_logging
 
-from processors.batch import run_batch
+from processors.batch import BatchResult, run_batch
 from processors.codec import load_state
 from processors.contexts import ContextCache, monitored_patients
 from processors.errors import BadEventError, StateError, StoreError
 from processors.events import CommittedReading, Event, Tick, decode_event, encode_event
+from processors.failures import DATABASE_ERRORS, is_retriable
 from processors.faust_health import WorkerProbe
 from processors.listener import listen
 from processors.metrics import ProcessorMetrics
+from processors.quarantine import Batch, isolate, set_aside
 from processors.settings import ProcessorSettings
 from processors.state import PatientState
 
@@ -53,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 settings = ProcessorSettings()
 config = settings.engine()
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, StoreError)
 # The worker exits with this code when it must be restarted (stalled, or records skipped): run it under a supervisor.
 EXIT_STALLED = 70
 
@@ -228,8 +230,26 @@ async def check_contiguous(events: Sequence[Any]) -> None:
         runtime.next_offsets[partition] = max(expected, offset + 1)
 
 
+async def _run(cached: dict[UUID, PatientState | None], batch: Batch) -> BatchResult:
+    pool = await runtime.pool()
+    async with pool.acquire() as conn:
+        return await run_batch(conn, batch, {p: cached[p] for p in batch}, runtime.contexts, config)
+
+
+async def _set_aside(aside: set[UUID], patient_id: UUID, events: Sequence[Event], exc: BaseException) -> None:
+    try:
+        async with (await runtime.pool()).acquire() as conn:
+            await set_aside(conn, patient_id, events, exc)
+    except DATABASE_ERRORS as store_exc:  # never dropped: the batch is retried
+        raise StoreError(f"events of patient {patient_id} not set aside: {store_exc!r}") from store_exc
+    aside.add(patient_id)
+    metrics.count_quarantined(events)
+
+
 async def handle(events: Sequence[Any]) -> None:
-    """Evaluates one batch; retries (blocking the batch, never skipping it) until the database takes it."""
+    """Evaluates one batch; retries (blocking the batch, never skipping it) while the failure is retriable. A
+    patient whose events fail for a reason retrying cannot fix is set aside in quarantine and the rest commits
+    (`processors.quarantine.isolate`), so the batch is acknowledged either way."""
     started = time.monotonic()
     metrics.records_consumed.inc(len(events))
     await check_contiguous(events)
@@ -252,24 +272,27 @@ async def handle(events: Sequence[Any]) -> None:
     delay = 0.2
     while True:
         try:
-            pool = await runtime.pool()
-            async with pool.acquire() as conn:
-                result = await run_batch(conn, by_patient, cached, runtime.contexts, config)
+            aside: set[UUID] = set()
+            results = await isolate(by_patient, partial(_run, cached), partial(_set_aside, aside))
             runtime.retrying = False
-            metrics.batch_committed(by_patient.values(), result.outputs, time.monotonic() - started)
+            committed = [e for p, e in by_patient.items() if p not in aside]
+            metrics.batch_committed(committed, [o for r in results for o in r.outputs], time.monotonic() - started)
             break
-        except _DATABASE_ERRORS as exc:
+        except Exception as exc:
+            if not is_retriable(exc):
+                raise
             metrics.errors.labels("batch").inc()
             runtime.retrying = True
             logger.warning("batch of %d events not processed (%r); retrying in %.1f s", len(events), exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
     # Only now, after the commit: the changelog must never be ahead of the database.
-    for patient_id, state in result.states.items():
-        key, value = _key(patient_id), result.encoded[patient_id]
-        states.send_changelog(partitions[patient_id], key, value)
-        states.data[key] = value
-        runtime.decoded[patient_id] = (value, state)
+    for result in results:
+        for patient_id, state in result.states.items():
+            key, value = _key(patient_id), result.encoded[patient_id]
+            states.send_changelog(partitions[patient_id], key, value)
+            states.data[key] = value
+            runtime.decoded[patient_id] = (value, state)
 
 
 def utc_now() -> datetime:

@@ -4,6 +4,8 @@ Each batch is one transaction: lock the batch's patients (advisory locks, so sev
 work), load their contexts (cached) and stored engine states (or rebuild them from the database), evaluate, then
 write outputs and the new states together. Raising from `deliver` means "not processed, deliver again"; since
 the outputs and the state commit together and every write is idempotent, a retry changes nothing that was done.
+It raises only when retrying can help (`processors.failures`): a patient whose events fail deterministically is
+set aside in quarantine and the rest of the batch commits (`processors.quarantine.isolate`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from processors.batch import apply_batch
 from processors.context import EngineConfig
 from processors.contexts import ContextCache, monitored_patients
 from processors.engine import Output
-from processors.errors import StoreError
+from processors.errors import BatchRefusedError, StoreError
 from processors.events import CommittedReading, Event, Tick
+from processors.failures import DATABASE_ERRORS, is_retriable
 from processors.listener import listen
+from processors.quarantine import isolate, set_aside
 from processors.state import PatientState
 from processors.store import lock_patients, newest_states, save_states
 
@@ -34,8 +38,6 @@ __all__ = ["InlineProcessor", "ReadingLike"]
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-# InternalClientError: a connection left in a broken protocol state (PostgreSQL shut down while it was idle).
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class ReadingLike(Protocol):
@@ -97,6 +99,7 @@ class InlineProcessor:
         tick_batch: int = 200,
         state_cache: int = 10_000,
         on_commit: Callable[[Sequence[Output]], None] | None = None,
+        on_quarantine: Callable[[Sequence[Event]], None] | None = None,
     ) -> None:
         self._pool = pool
         self._config = config
@@ -106,6 +109,8 @@ class InlineProcessor:
         self._state_cache = state_cache
         # Told each committed batch's outputs (the clock's metrics count alerts and notifications).
         self._on_commit = on_commit
+        # Told the events set aside in quarantine (the clock's metrics count them).
+        self._on_quarantine = on_quarantine
         # The states this process committed last (most recently used last); checked against the table's version.
         self._states: OrderedDict[UUID, PatientState] = OrderedDict()
         self.listening = asyncio.Event()
@@ -117,7 +122,7 @@ class InlineProcessor:
             reading = as_reading(event)
             by_patient.setdefault(reading.patient_id, []).append(reading)
         if by_patient:
-            await self._apply(by_patient)
+            await self.process(by_patient)
 
     async def tick(self, now: datetime | None = None, patients: Sequence[UUID] | None = None) -> int:
         """Feeds `Tick(now)` (default: the clock) to these patients (default: every monitored patient, in batches
@@ -127,11 +132,31 @@ class InlineProcessor:
             try:
                 async with self._pool.acquire() as conn:
                     patients = await monitored_patients(conn)
-            except _DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 raise StoreError(f"cannot list monitored patients: {exc!r}") from exc
         for start in range(0, len(patients), self._tick_batch):
-            await self._apply({p: [Tick(at)] for p in patients[start : start + self._tick_batch]})
+            await self.process({p: [Tick(at)] for p in patients[start : start + self._tick_batch]})
         return len(patients)
+
+    async def process(self, by_patient: Mapping[UUID, Sequence[Event]]) -> set[UUID]:
+        """Evaluates and commits each patient's events (in order); returns the patients whose events failed for a
+        reason retrying cannot fix and were set aside in `processor_quarantine` (the others committed).
+
+        Raises `StoreError` when retrying can help (the database is unreachable, a serialization failure...)."""
+        aside: set[UUID] = set()
+
+        async def quarantine(patient_id: UUID, events: Sequence[Event], exc: BaseException) -> None:
+            try:
+                async with self._pool.acquire() as conn:
+                    await set_aside(conn, patient_id, events, exc)
+            except DATABASE_ERRORS as store_exc:  # never dropped: the batch is retried
+                raise StoreError(f"events of patient {patient_id} not set aside: {store_exc!r}") from store_exc
+            aside.add(patient_id)
+            if self._on_quarantine is not None:
+                self._on_quarantine(events)
+
+        await isolate(by_patient, self._apply, quarantine)
+        return aside
 
     async def _apply(self, by_patient: Mapping[UUID, Sequence[Event]]) -> list[Output]:
         try:
@@ -140,8 +165,10 @@ class InlineProcessor:
                 stored = await newest_states(conn, {p: self._states.get(p) for p in by_patient})
                 result = await apply_batch(conn, by_patient, stored, self._contexts, self._config)
                 await save_states(conn, result.states.values())
-        except _DATABASE_ERRORS as exc:
-            raise StoreError(f"batch of {len(by_patient)} patients not processed: {exc!r}") from exc
+        except DATABASE_ERRORS as exc:
+            if is_retriable(exc):
+                raise StoreError(f"batch of {len(by_patient)} patients not processed: {exc!r}") from exc
+            raise BatchRefusedError(f"batch of {len(by_patient)} patients refused: {exc!r}") from exc
         # Committed: remember the states (the next batch reads none of them back unless the table moved on).
         for patient_id, state in {**stored, **result.states}.items():
             self._states[patient_id] = state

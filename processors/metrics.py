@@ -90,6 +90,12 @@ class ProcessorMetrics:
             ["stage"],
             registry=r,
         )
+        self.quarantined = Counter(
+            "processors_quarantined_events_total",
+            "Events set aside in processor_quarantine after a failure retrying cannot fix, by kind (reading, tick)",
+            ["kind"],
+            registry=r,
+        )
         self.listening = Gauge(
             "processors_listening", "1 while LISTENing for requirement and context changes", registry=r
         )
@@ -97,6 +103,7 @@ class ProcessorMetrics:
             self.alert_changes.labels(kind.value)
         for event_kind in ("reading", "tick"):
             self.events.labels(event_kind)
+            self.quarantined.labels(event_kind)
         for stage in ERROR_STAGES:
             self.errors.labels(stage)
 
@@ -113,6 +120,11 @@ class ProcessorMetrics:
             self.alert_changes.labels(kind).inc(count)
         if notifications:
             self.notifications.inc(notifications)
+
+    def count_quarantined(self, events: Iterable[Event]) -> None:
+        """Counts events set aside in quarantine, by kind."""
+        for event in events:
+            self.quarantined.labels("tick" if isinstance(event, Tick) else "reading").inc()
 
     def batch_committed(self, by_patient: Iterable[Sequence[Event]], outputs: Iterable[Output], seconds: float) -> None:
         """Counts a committed batch of the Faust runner: its events by kind, size, duration and outputs."""
