@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from ingest.backoff import Backoff
 from ingest.service import Transport
@@ -16,10 +17,13 @@ from ingest.sinks import InlineSink
 logger = logging.getLogger(__name__)
 
 
-async def transport(settings: IngestSettings, stop: asyncio.Event) -> Transport | None:
+async def transport(
+    settings: IngestSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> Transport | None:
     """The inline processors (their own pool, under the processor role) as the relay's sink; None if stopped
-    before the database answered."""
+    before the database answered. Their metrics (alerts, notifications, quarantined events) go to `registry`."""
     from processors.inline import InlineProcessor
+    from processors.metrics import ProcessorMetrics
     from processors.settings import ProcessorSettings
 
     config = ProcessorSettings()
@@ -38,7 +42,14 @@ async def transport(settings: IngestSettings, stop: asyncio.Event) -> Transport 
             except TimeoutError:
                 continue
             return None
-    processor = InlineProcessor(pool, config.engine(), tick_batch=config.processor_tick_batch)
+    metrics = ProcessorMetrics(registry)
+    processor = InlineProcessor(
+        pool,
+        config.engine(),
+        tick_batch=config.processor_tick_batch,
+        on_commit=metrics.count_outputs,
+        on_quarantine=metrics.count_quarantined,
+    )
 
     async def run(until: asyncio.Event) -> None:
         await processor.run(until, config.processor_tick_interval_s)

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from ingest.backoff import Backoff
 from ingest.clock import Clock, utc_now
 from ingest.database import connect, ensure_partitions, load_units
@@ -60,7 +62,7 @@ async def serve(
     units = await _bootstrap(settings, life)
     if units is None:
         return
-    transport = transport if transport is not None else await build_transport(settings, life.stop)
+    transport = transport if transport is not None else await build_transport(settings, life.stop, metrics.registry)
     if transport is None:
         return
     destination = settings.outbox_destination if transport.sink is not None else None
@@ -181,8 +183,11 @@ async def _watchdog(life: Lifecycle, tasks: list[asyncio.Task[None]], pipeline: 
             task.cancel()
 
 
-async def build_transport(settings: IngestSettings, stop: asyncio.Event) -> Transport | None:
-    """The sink named by PROCESSOR_TRANSPORT (None: stopped while waiting for it)."""
+async def build_transport(
+    settings: IngestSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> Transport | None:
+    """The sink named by PROCESSOR_TRANSPORT (None: stopped while waiting for it); inline processors export their
+    metrics into `registry` (ingest's)."""
     if settings.processor_transport == "none":
         return Transport(None)
     if settings.processor_transport == "discard":
@@ -192,4 +197,4 @@ async def build_transport(settings: IngestSettings, stop: asyncio.Event) -> Tran
         return Transport(sink, cleanups=[sink.stop])
     from ingest import inline
 
-    return await inline.transport(settings, stop)
+    return await inline.transport(settings, stop, registry)
