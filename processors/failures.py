@@ -24,6 +24,8 @@ DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Intern
 # (serialization failures, deadlocks), insufficient resources, object not in prerequisite state (lock not
 # available), operator intervention (shutdown, query cancelled), system errors. The same set as ingest's.
 _RETRIABLE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# Plus a read-only transaction: connected to a standby during a failover, which is not about the events either.
+_RETRIABLE_STATES = frozenset({"25006"})
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -33,7 +35,11 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         # Also asyncpg's client-side DataError (an argument it cannot encode: SQLSTATE 22000).
         sqlstate = getattr(exc, "sqlstate", None) or ""
-        return isinstance(exc, asyncpg.PostgresConnectionError) or sqlstate[:2] in _RETRIABLE_CLASSES
+        return (
+            isinstance(exc, asyncpg.PostgresConnectionError)
+            or sqlstate[:2] in _RETRIABLE_CLASSES
+            or sqlstate in _RETRIABLE_STATES
+        )
     return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | TimeoutError)
 
 
