@@ -221,6 +221,9 @@ async def faust_vs_bare(box: Sandbox, batch: list[CommittedReading]) -> dict[str
     bare = await streams.bare_read(stream.topic, len(batch), f"{stream.app_id}-bare")
     decoded = await streams.bare_read(stream.topic, len(batch), f"{stream.app_id}-decoded", decode=True)
     faust = await streams.faust_read(box, stream, len(batch), {"PROCESSOR_TICK_INTERVAL_S": "0"})
+    # Faust alone: another group of the same topic, same take/decode/acks, no evaluation, database or table.
+    consume_only = streams.Stream(stream.topic, f"{stream.app_id}-consume")
+    faust_alone = await streams.faust_read(box, consume_only, len(batch), {}, consume_only=True)
 
     def over(baseline: dict[str, Any]) -> float:
         rate = baseline["records_per_s"]
@@ -231,6 +234,12 @@ async def faust_vs_bare(box: Sandbox, batch: list[CommittedReading]) -> dict[str
         "bare": bare,
         "bare_decoded": decoded,
         "faust": faust,
+        "faust_consume_only": faust_alone,
+        "faust_consume_only_over_bare_decoded": round(
+            faust_alone.get("records_per_s", 0.0) / decoded["records_per_s"], 3
+        )
+        if decoded["records_per_s"]
+        else 0.0,
         "faust_over_bare": over(bare),
         "faust_over_bare_decoded": over(decoded),
     }

@@ -137,8 +137,11 @@ class Progress:
         return 0
 
 
-def start_faust(box: Sandbox, stream: Stream, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`python -m processors faust worker` on the stream's topic, as its own consumer group, in the sandbox."""
+def start_faust(
+    box: Sandbox, stream: Stream, extra_env: Mapping[str, str] | None = None, *, consume_only: bool = False
+) -> subprocess.Popen[bytes]:
+    """`python -m processors faust worker` on the stream's topic, as its own consumer group, in the sandbox; with
+    `consume_only`, scripts.bench.faust_consume instead (the same take, decode and acks; nothing else)."""
     env = {
         **box.env,
         "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
@@ -146,9 +149,13 @@ def start_faust(box: Sandbox, stream: Stream, extra_env: Mapping[str, str] | Non
         "PROCESSOR_APP_ID": stream.app_id,
         "PROCESSOR_TOPIC_PARTITIONS": str(PARTITIONS),
         "PYTHONUNBUFFERED": "1",
+        "BENCH_TOPIC": stream.topic,
+        "BENCH_APP_ID": stream.app_id,
+        "BENCH_DATADIR": str(box.state_dir / "faust" / stream.app_id),
         **(extra_env or {}),
     }
-    cmd = [sys.executable, "-m", "processors", "faust", "worker", "--without-web", "--loglevel=warn"]
+    app = ["-m", "faust", "-A", "scripts.bench.faust_consume"] if consume_only else ["-m", "processors", "faust"]
+    cmd = [sys.executable, *app, "worker", "--without-web", "--loglevel=warn"]
     with (box.state_dir / f"{stream.app_id}.log").open("ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -209,12 +216,14 @@ async def bare_read(topic: str, records: int, group: str, *, decode: bool = Fals
     return {"records": seen, "seconds": round(seconds, 3), "records_per_s": seen / seconds if seconds > 0 else 0.0}
 
 
-async def faust_read(box: Sandbox, stream: Stream, records: int, extra_env: Mapping[str, str]) -> dict[str, Any]:
+async def faust_read(
+    box: Sandbox, stream: Stream, records: int, extra_env: Mapping[str, str], *, consume_only: bool = False
+) -> dict[str, Any]:
     """Starts a Faust worker as a new group on a topic that already holds `records` records and measures how fast
     it commits its way to the end: records/s between its first committed offset and the last (the first commit's
     records are left out), and the wall time including start-up. The worker commits every 0.2 s here (Faust's
     default, 2.8 s, quantised a run of a few seconds so coarsely that it read as a third of the real rate)."""
-    worker = start_faust(box, stream, {"BROKER_COMMIT_INTERVAL": "0.2", **extra_env})
+    worker = start_faust(box, stream, {"BROKER_COMMIT_INTERVAL": "0.2", **extra_env}, consume_only=consume_only)
     try:
         async with Progress(stream.topic, stream.app_id) as progress:
             started = time.perf_counter()
