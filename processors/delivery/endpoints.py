@@ -1,0 +1,239 @@
+"""An organization's webhook endpoints as operators configure them: add, list, disable, rotate the secret.
+
+Every call runs as the user-facing app role (the role that owns configuration; it may set secrets but never read
+them back), in one transaction scoped to the acting admin's organization (`rpm.organization_id`, row-level
+security) with the admin named for the audit trigger on `webhook_endpoints` (`rpm.actor_user_id`; the trigger
+writes `webhook_endpoints.insert|update` rows with secrets redacted).
+
+A URL is vetted before it is stored with `ssrf.check_endpoint` under the deployment's `EgressPolicy`: scheme,
+literal address and every address the name resolves to now; a refusal names its rule (`address_loopback`, ...).
+The dispatcher checks again at every delivery (DNS answers change). The signing secret is generated here and
+returned once: the dispatcher signs with the stored text's UTF-8 bytes, which is what receivers use as the key.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+import psycopg
+from pydantic_settings import SettingsConfigDict
+
+from processors.delivery.errors import DeliveryError
+from processors.delivery.notification import Priority
+from processors.delivery.ssrf import EgressPolicy, check_endpoint
+from processors.lifecycle import Conn, LifecycleSettings
+
+__all__ = [
+    "AdminRequiredError",
+    "CheckedUrl",
+    "Endpoint",
+    "EndpointError",
+    "EndpointNotFoundError",
+    "EndpointSettings",
+    "InvalidEndpointError",
+    "add_endpoint",
+    "disable_endpoint",
+    "generate_secret",
+    "list_endpoints",
+    "rotate_secret",
+    "vet_url",
+]
+
+# Prefixed so a leaked secret is recognisable (secret scanners, logs); 32 random bytes behind it.
+SECRET_PREFIX = "rpmwh_"
+
+
+class EndpointSettings(LifecycleSettings):
+    """The app role's connection (`POSTGRES_USER`/`POSTGRES_PASSWORD`) and the webhook egress policy
+    (`DELIVERY_WEBHOOK_ALLOW_PRIVATE`, the dispatcher's setting: configure with the policy that delivers)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    delivery_webhook_allow_private: bool = False
+
+    def egress(self) -> EgressPolicy:
+        return EgressPolicy(allow_private=self.delivery_webhook_allow_private)
+
+
+class EndpointError(DeliveryError):
+    """An endpoint action that cannot be done as asked (refused URLs raise `ssrf.RefusedTargetError`)."""
+
+    retriable: ClassVar[bool] = False
+
+
+class AdminRequiredError(EndpointError):
+    def __init__(self, who: str) -> None:
+        super().__init__(f"no active admin {who!r}: only an organization's admins configure webhook endpoints")
+
+
+class EndpointNotFoundError(EndpointError):
+    def __init__(self, endpoint_id: UUID) -> None:
+        super().__init__(f"no webhook endpoint {endpoint_id} in this organization")
+
+
+class InvalidEndpointError(EndpointError):
+    """The database refused the values (a CHECK, an unknown notification type); `reason` is its short cause."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid endpoint: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedUrl:
+    """A URL that passed `check_endpoint`, and the addresses its host stood for then (shown to the operator)."""
+
+    url: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One endpoint as the app may see it (never its secret); `as_json()` is the `--json` form."""
+
+    id: UUID
+    name: str
+    url: str
+    notification_types: tuple[str, ...]
+    min_priority: str
+    is_active: bool
+    previous_secret_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, UUID):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+
+def generate_secret() -> str:
+    """A new signing secret (49 URL-safe characters; the schema takes 32-256)."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+async def vet_url(url: str, policy: EgressPolicy, timeout_s: float = 5.0) -> CheckedUrl:
+    """`check_endpoint` on `url`: raises `RefusedTargetError` (reason: the rule) or `RejectedError`
+    ('url_unresolvable')."""
+    return CheckedUrl(url, await check_endpoint(url, policy, timeout_s))
+
+
+def _lookup(conn: Conn, email: str) -> tuple[UUID, UUID] | None:
+    # Before the tenant is known only the login lookup (migration 0400) may cross tenants.
+    row = conn.execute("SELECT user_id, organization_id FROM user_login_lookup(%s)", (email,)).fetchone()
+    if row is None or row["user_id"] is None:
+        return None
+    return row["user_id"], row["organization_id"]
+
+
+@contextmanager
+def _acting(conn: Conn, email: str) -> Iterator[UUID]:
+    """A transaction in the admin's tenant with the admin named for the audit trigger; yields the organization."""
+    found = _lookup(conn, email)
+    if found is None:
+        raise AdminRequiredError(email)
+    user_id, organization_id = found
+    with conn.transaction():
+        conn.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(organization_id),))
+        conn.execute("SELECT set_config('rpm.actor_user_id', %s, true)", (str(user_id),))
+        admin = conn.execute(
+            "SELECT 1 FROM users WHERE id = %s AND is_active AND deleted_at IS NULL AND role = 'admin'", (user_id,)
+        ).fetchone()
+        if admin is None:
+            raise AdminRequiredError(email)
+        yield organization_id
+
+
+_COLUMNS = (
+    "id, name, url, notification_types::text[] AS notification_types, min_priority::text AS min_priority, "
+    "is_active, previous_secret_expires_at, created_at, updated_at"
+)
+
+
+def _endpoint(row: dict[str, Any]) -> Endpoint:
+    return Endpoint(**{**row, "notification_types": tuple(row["notification_types"])})
+
+
+def add_endpoint(
+    conn: Conn,
+    actor_email: str,
+    *,
+    name: str,
+    checked: CheckedUrl,
+    secret: str,
+    notification_types: Sequence[str] = (),
+    min_priority: Priority = Priority.LOW,
+) -> Endpoint:
+    """Registers an active endpoint of the admin's organization signing with `secret` (`generate_secret()`)."""
+    with _acting(conn, actor_email) as organization_id:
+        try:
+            # A savepoint: a refused INSERT must not leave the acting transaction aborted.
+            with conn.transaction():
+                row = conn.execute(
+                    "INSERT INTO webhook_endpoints (organization_id, name, url, secret, notification_types,"
+                    " min_priority) VALUES (%s, %s, %s, %s, %s::notification_type[], %s::notification_priority)"
+                    f" RETURNING {_COLUMNS}",
+                    (organization_id, name, checked.url, secret, list(notification_types), min_priority.value),
+                ).fetchone()
+        except psycopg.errors.CheckViolation as exc:
+            raise InvalidEndpointError(f"check {exc.diag.constraint_name} refused the values") from exc
+        except psycopg.errors.InvalidTextRepresentation as exc:
+            raise InvalidEndpointError(exc.diag.message_primary or "invalid value") from exc
+        assert row is not None
+        return _endpoint(row)
+
+
+def list_endpoints(conn: Conn, actor_email: str, *, include_disabled: bool = False) -> list[Endpoint]:
+    """The organization's endpoints, oldest first (active only unless `include_disabled`)."""
+    with _acting(conn, actor_email):
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM webhook_endpoints WHERE is_active OR %s ORDER BY created_at, id",
+            (include_disabled,),
+        ).fetchall()
+        return [_endpoint(r) for r in rows]
+
+
+def disable_endpoint(conn: Conn, actor_email: str, endpoint_id: UUID) -> Endpoint:
+    """Stops deliveries to an endpoint (idempotent): no new ones are planned; one already planned is not sent, the
+    dispatcher ends it dead with `no_target`."""
+    with _acting(conn, actor_email):
+        row = conn.execute(
+            f"UPDATE webhook_endpoints SET is_active = false WHERE id = %s RETURNING {_COLUMNS}", (endpoint_id,)
+        ).fetchone()
+        if row is None:
+            raise EndpointNotFoundError(endpoint_id)
+        return _endpoint(row)
+
+
+def rotate_secret(
+    conn: Conn, actor_email: str, endpoint_id: UUID, secret: str, previous_expires_at: datetime | None
+) -> Endpoint:
+    """Makes `secret` the endpoint's signing secret; the replaced one also signs until `previous_expires_at`
+    (None: stops at once). The app cannot read secrets: migration 0530's trigger keeps the replaced one."""
+    with _acting(conn, actor_email):
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    "UPDATE webhook_endpoints SET secret = %s, previous_secret_expires_at = %s WHERE id = %s"
+                    f" RETURNING {_COLUMNS}",
+                    (secret, previous_expires_at, endpoint_id),
+                ).fetchone()
+        except psycopg.errors.CheckViolation as exc:
+            raise InvalidEndpointError(f"check {exc.diag.constraint_name} refused the values") from exc
+        if row is None:
+            raise EndpointNotFoundError(endpoint_id)
+        return _endpoint(row)
