@@ -86,9 +86,8 @@ def add_endpoint_commands(commands: Any) -> None:
 def _row(e: Endpoint) -> str:
     state = "active" if e.is_active else "disabled"
     types = ",".join(e.notification_types) or "all types"
-    rotating = (
-        f" old secret until {e.previous_secret_expires_at:%Y-%m-%d %H:%M}Z" if e.previous_secret_expires_at else ""
-    )
+    until = e.previous_secret_expires_at
+    rotating = f" old secret signs until {until.astimezone(UTC):%Y-%m-%d %H:%M}Z" if until else ""
     return f"{e.id}  {state:<8} {e.name}  {e.url}  ({types}, >= {e.min_priority}){rotating}"
 
 
