@@ -1,9 +1,10 @@
 """One batch of events for the database-backed runners: the same steps whether the state comes from
 `processor_states` (inline) or a Faust table.
 
-In one transaction (the caller's): lock the batch's patients, fetch their contexts, drop episodes people
-resolved, rebuild missing states from the tables, evaluate every patient's events in order, write the outputs.
-The caller stores the new states — in the same transaction (inline) or after it commits (Faust changelog).
+In one transaction: lock the batch's patients, fetch their contexts, drop episodes people resolved, rebuild
+missing states from the tables, evaluate every patient's events in order, write the outputs and the new states
+(versioned, in `processor_states`). A runner that keeps its own copy of the states takes them from the result
+after the commit (the inline runner's cache, the Faust table's changelog).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from processors.engine import Output, evaluate, event_time, forget
 from processors.events import Event
 from processors.rebuild import bootstrap_state
 from processors.state import PatientState
-from processors.store import begin_batch, lock_patients, reconcile, write_batch
+from processors.store import begin_batch, reconcile, write_batch
 
-__all__ = ["BatchResult", "apply_batch", "run_batch"]
+__all__ = ["BatchResult", "run_batch"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,8 @@ class BatchResult:
     states: dict[UUID, PatientState]
     # The same states as stored (processors.codec), for a runner that keeps its own copy.
     encoded: dict[UUID, bytes] = field(default_factory=dict)
-    # (run_batch) Every state the batch started from, changed or not: what a runner may cache after the commit.
+    # Every state the batch started from, changed or not: what a runner may cache after the commit.
     current: dict[UUID, PatientState] = field(default_factory=dict)
-
-
-async def apply_batch(
-    conn: Any,
-    by_patient: Mapping[UUID, Sequence[Event]],
-    stored: Mapping[UUID, PatientState],
-    contexts: ContextCache,
-    config: EngineConfig,
-) -> BatchResult:
-    """Evaluates `by_patient` (each patient's events in delivery order) from the `stored` states and writes the
-    outputs (one `write_batch` call); the caller stores the states."""
-    await lock_patients(conn, by_patient.keys())
-    known = await contexts.get(conn, by_patient.keys())
-    monitored = _monitored(by_patient, known)
-    current = await reconcile(conn, {p: stored[p] for p in monitored if p in stored})
-    result = await _evaluate(conn, by_patient, monitored, known, current, stored, config)
-    await write_batch(conn, result.outputs, {})
-    return result
 
 
 async def run_batch(

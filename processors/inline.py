@@ -21,7 +21,7 @@ from uuid import UUID
 
 import asyncpg
 
-from processors.batch import apply_batch
+from processors.batch import run_batch
 from processors.context import EngineConfig
 from processors.contexts import ContextCache, monitored_patients
 from processors.engine import Output
@@ -31,7 +31,6 @@ from processors.failures import DATABASE_ERRORS, is_retriable
 from processors.listener import listen
 from processors.quarantine import isolate, set_aside
 from processors.state import PatientState
-from processors.store import lock_patients, newest_states, save_states
 
 __all__ = ["InlineProcessor", "ReadingLike"]
 
@@ -159,18 +158,17 @@ class InlineProcessor:
         return aside
 
     async def _apply(self, by_patient: Mapping[UUID, Sequence[Event]]) -> list[Output]:
+        cached = {p: self._states.get(p) for p in by_patient}
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await lock_patients(conn, by_patient.keys())
-                stored = await newest_states(conn, {p: self._states.get(p) for p in by_patient})
-                result = await apply_batch(conn, by_patient, stored, self._contexts, self._config)
-                await save_states(conn, result.states.values())
+            async with self._pool.acquire() as conn:
+                result = await run_batch(conn, by_patient, cached, self._contexts, self._config)
         except DATABASE_ERRORS as exc:
             if is_retriable(exc):
                 raise StoreError(f"batch of {len(by_patient)} patients not processed: {exc!r}") from exc
             raise BatchRefusedError(f"batch of {len(by_patient)} patients refused: {exc!r}") from exc
-        # Committed: remember the states (the next batch reads none of them back unless the table moved on).
-        for patient_id, state in {**stored, **result.states}.items():
+        # Committed: remember what the table now holds, i.e. the new states over the ones the batch started from
+        # (`current` alone would be one commit behind: every next batch would read the state's bytes back).
+        for patient_id, state in {**result.current, **result.states}.items():
             self._states[patient_id] = state
             self._states.move_to_end(patient_id)
         while len(self._states) > self._state_cache:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -21,7 +21,7 @@ import pydantic_core
 
 from processors.adherence import AdherenceChange, CheckStatus
 from processors.alerts import AlertChange
-from processors.codec import dump_state, load_state
+from processors.codec import load_state
 from processors.engine import Output, forget, open_alert_ids
 from processors.errors import StateError
 from processors.notifications import Notification
@@ -32,12 +32,8 @@ __all__ = [
     "LOCK_CLASS",
     "BatchStart",
     "begin_batch",
-    "load_states",
     "lock_key",
-    "lock_patients",
-    "newest_states",
     "reconcile",
-    "save_states",
     "write_batch",
 ]
 
@@ -76,10 +72,6 @@ WHERE array_position('{missed,partial,late,completed}'::text[], adherence_record
         < array_position('{missed,partial,late,completed}'::text[], EXCLUDED.status::text)
    OR (adherence_records.status = EXCLUDED.status AND adherence_records.received_count < EXCLUDED.received_count)
 """
-_SAVE_STATE = """
-INSERT INTO processor_states (patient_id, state, version, updated_at) VALUES ($1, $2, $3, now())
-ON CONFLICT (patient_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = now()
-"""
 
 
 LOCK_CLASS = _LOCK_CLASS
@@ -88,51 +80,6 @@ LOCK_CLASS = _LOCK_CLASS
 def lock_key(patient_id: UUID) -> int:
     """The second key of the patient's pg_advisory_xact_lock(LOCK_CLASS, key)."""
     return int.from_bytes(patient_id.bytes[-4:], "big", signed=True)
-
-
-async def lock_patients(conn: Connection, patient_ids: Collection[UUID]) -> None:
-    """Serialises work on these patients' state across processes for the rest of the transaction (in a fixed
-    order, so two batches sharing patients cannot deadlock)."""
-    keys = sorted({lock_key(p) for p in patient_ids})
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1::int, k) FROM (SELECT unnest($2::int[]) AS k ORDER BY 1) AS keys",
-        _LOCK_CLASS,
-        keys,
-    )
-
-
-async def load_states(conn: Connection, patient_ids: Collection[UUID]) -> dict[UUID, PatientState]:
-    """The stored states of these patients; an unreadable one is logged and left out (rebuilt instead)."""
-    rows = await conn.fetch(
-        "SELECT patient_id, state FROM processor_states WHERE patient_id = ANY($1::uuid[])",
-        list(patient_ids),
-    )
-    states: dict[UUID, PatientState] = {}
-    for row in rows:
-        try:
-            states[row["patient_id"]] = load_state(row["state"])
-        except StateError as exc:
-            logger.warning("processor state of patient %s is rebuilt: %s", row["patient_id"], exc)
-    return states
-
-
-async def save_states(conn: Connection, states: Iterable[PatientState]) -> None:
-    await conn.executemany(_SAVE_STATE, [(s.patient_id, dump_state(s), s.version) for s in states])
-
-
-async def newest_states(conn: Connection, cached: Mapping[UUID, PatientState | None]) -> dict[UUID, PatientState]:
-    """The current state of each patient: the cached one if the table holds that very version, else the table's
-    (the cache missed a write: a crash between a commit and the cache update, or another process). A patient the
-    table has no row for has no state (it is rebuilt), whatever the cache says."""
-    rows = await conn.fetch(
-        "SELECT patient_id, version FROM processor_states WHERE patient_id = ANY($1::uuid[])", list(cached)
-    )
-    versions = {r["patient_id"]: r["version"] for r in rows}
-    current = {p: s for p, s in cached.items() if s is not None and versions.get(p) == s.version}
-    stale = [p for p in versions if p not in current]
-    if stale:
-        current.update(await load_states(conn, stale))
-    return current
 
 
 _RESOLVED_BY_PEOPLE = """

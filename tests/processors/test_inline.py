@@ -133,3 +133,35 @@ async def test_an_episode_a_person_resolved_is_re_armed(
     assert db.execute(
         "SELECT resolved_at IS NOT NULL FROM symptoms WHERE patient_id = %s", (world.patient_id,)
     ).fetchall() == [(True,)]
+
+
+async def test_a_known_patient_costs_four_round_trips_per_batch(
+    db: psycopg.Connection[Any], roles: RoleSettings
+) -> None:
+    """After a patient's first batch (context and state built), each batch is BEGIN, processor_batch_begin,
+    processor_batch_write, COMMIT (plus vital-check statements when a check changes): the runner's cache holds the
+    state the table holds, so none is read back and no reload has to be reconciled."""
+    spec = load(CRISIS)
+    world = create_world(db, spec)
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await asyncpg.create_pool(roles.url("processor"), min_size=1, max_size=1, init=log_queries)
+    try:
+        processor = InlineProcessor(pool, spec.config.engine())
+        extra: list[list[str]] = []
+        for n, (step, reading) in enumerate(readings(world)):
+            insert_reading(db, world, step)
+            statements.clear()
+            await processor.deliver([reading])
+            if n > 0:
+                batch = ("BEGIN", "COMMIT", "processor_batch_begin", "processor_batch_write")
+                checks = ("scheduled_events", "adherence_records")
+                release = ("RESET ALL",)  # the pool's reset when the connection is released
+                extra.append([q for q in statements if not any(k in q for k in batch + checks + release)])
+    finally:
+        await pool.close()
+    assert database_outcome(db, world) == expected_outcome(spec)
+    assert extra == [[]] * (len(readings(world)) - 1)
