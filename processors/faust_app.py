@@ -35,6 +35,7 @@ import faust
 import mode
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from faust.types import TP
 from mode.utils import logging as mode_logging
 
 from processors.batch import BatchResult, run_batch
@@ -46,6 +47,7 @@ from processors.failures import DATABASE_ERRORS, is_retriable
 from processors.faust_health import WorkerProbe
 from processors.listener import listen
 from processors.metrics import ProcessorMetrics
+from processors.offsets import find_gap, start_offset
 from processors.quarantine import Batch, isolate, set_aside
 from processors.settings import ProcessorSettings
 from processors.state import PatientState
@@ -199,35 +201,38 @@ async def _forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any
     runtime.next_offsets.clear()
 
 
-async def _committed(partition: int) -> int:
+async def _start_offset(partition: int) -> int:
+    """Where processing of `partition` must go on after an assignment (`processors.offsets.start_offset`)."""
     tp = TopicPartition(settings.processor_topic, partition)
     offsets = await (await runtime.admin()).list_consumer_group_offsets(settings.processor_app_id, partitions=[tp])
     meta = offsets.get(tp)
-    return -1 if meta is None else int(meta.offset)
+    source = TP(settings.processor_topic, partition)
+    earliest = (await app.consumer.earliest_offsets(source)).get(source)
+    return start_offset(None if meta is None else int(meta.offset), int(earliest or 0))
 
 
 async def check_contiguous(events: Sequence[Any]) -> None:
     """Exits the worker (EXIT_STALLED: its supervisor restarts it) if the batch skips records of a partition.
 
     Faust has been seen, after a restart, to drop buffered records while its fetch position moves on (the gap
-    faust-streaming PR 217 describes). It never commits past the gap, so the records come again after a restart,
-    but judging a patient's later readings before its earlier ones would change the outcome (they would count as
-    late data). So nothing of such a batch is processed: a restart re-reads the partition from the gap, in order.
+    faust-streaming PR 217 describes). It never commits past such a gap once the group has committed on the
+    partition, so the records come again after a restart; but on a partition the group never committed on (a
+    worker killed within its first commit interval) it does, and the records would be lost. Either way, judging a
+    patient's later readings before its earlier ones would change the outcome (they would count as late data). So
+    nothing of such a batch is processed: a restart re-reads the partition from its committed offset, or from its
+    first record if there is none.
     """
-    for event in events:
-        partition, offset = event.message.partition, event.message.offset
-        expected = runtime.next_offsets.get(partition)
-        if expected is None:
-            committed = await _committed(partition)
-            expected = offset if committed < 0 else committed
-        if offset > expected:
-            logger.error(
-                "records %d..%d of partition %d were skipped by the consumer; exiting for a restart",
-                expected, offset - 1, partition,
-            )  # fmt: skip
-            sys.stderr.flush()
-            os._exit(EXIT_STALLED)
-        runtime.next_offsets[partition] = max(expected, offset + 1)
+    records = [(event.message.partition, event.message.offset) for event in events]
+    for partition in {p for p, _ in records} - runtime.next_offsets.keys():
+        runtime.next_offsets[partition] = await _start_offset(partition)
+    gap = find_gap(records, runtime.next_offsets)
+    if gap is not None:
+        logger.error(
+            "records %d..%d of partition %d were skipped by the consumer; exiting for a restart",
+            gap.first, gap.received - 1, gap.partition,
+        )  # fmt: skip
+        sys.stderr.flush()
+        os._exit(EXIT_STALLED)
 
 
 async def _run(cached: dict[UUID, PatientState | None], batch: Batch) -> BatchResult:
