@@ -17,7 +17,6 @@ from ingest.backoff import Backoff
 from ingest.clock import Clock, utc_now
 from ingest.database import connect, ensure_partitions, load_units
 from ingest.errors import IngestError
-from ingest.health import HealthServer
 from ingest.identity import RecentIdentities
 from ingest.metrics import Metrics
 from ingest.pipeline import Lifecycle, Pipeline
@@ -28,6 +27,7 @@ from ingest.status import StatusTracker
 from ingest.subscriber import Subscriber
 from ingest.units import UnitRegistry
 from ingest.writer import Writer
+from processors.health import HealthServer
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def serve(
             return False, "database unavailable"
         return True, "ready"
 
-    health = HealthServer(settings.ingest_metrics_host, settings.ingest_metrics_port, metrics, ready)
+    health = HealthServer(settings.ingest_metrics_host, settings.ingest_metrics_port, metrics.registry, ready)
     finished = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
