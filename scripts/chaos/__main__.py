@@ -61,6 +61,8 @@ async def _run(args: argparse.Namespace) -> list[Row]:
                                                    duration_s=20 if quick else 60)  # fmt: skip
                 elif name == "poison":
                     row = await scenarios.poison(env, rate=args.rate)
+                elif name == "poison-patient":
+                    row = await scenarios.poison_patient(env, rate=args.rate, duration_s=20 if quick else 60)
                 else:
                     raise SystemExit(f"unknown scenario {name}")
                 rows.append(row)

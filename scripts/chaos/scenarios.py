@@ -10,7 +10,10 @@ the end of the fault until every acknowledged message was stored and handed to t
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,8 +32,8 @@ from device_simulators.reconcile import Reconciliation, reconcile
 from ingest.admission import Limits
 from ingest.broker_sync import sync_broker
 from ingest.settings import IngestSettings
-from scripts.chaos.service import ingest
-from scripts.chaos.stack import Stack
+from scripts.chaos.service import Process, ingest
+from scripts.chaos.stack import ROOT, Stack
 
 
 @dataclass
@@ -420,6 +423,171 @@ async def poison(env: Env, *, rate: float) -> Row:
         service.close()
 
 
+BIGINT_MAX = 2**63 - 1
+
+
+def _probe(run_id: str, value: int) -> bytes:
+    """One heart-rate reading measured now (newer than any of the load's), outside the load's run and counts."""
+    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return (
+        f'{{"message_id":"{run_id}:1","readings":[{{"type":"heart_rate","value":{value},"unit":"/min",'
+        f'"measured_at":"{at}"}}],"meta":{{"run":"{run_id}","seq":1}}}}'
+    ).encode()
+
+
+async def _send_probes(env: Env, indexes: list[int], value: int) -> None:
+    async def one(index: int) -> None:
+        device = env.fleet.devices[index]
+        conn = Connection(f"probe-{secrets.token_hex(3)}", device.serial, device.password, on_ack=lambda *_: None)
+        await conn.connect(env.fleet.broker)
+        await conn.publish(f"devices/{device.serial}/readings", _probe(f"probe{secrets.token_hex(3)}", value), 1)
+        await conn.drain(60)
+        await conn.close()
+
+    await asyncio.gather(*(one(i) for i in indexes))
+
+
+def _patient_of(env: Env, index: int) -> Any:
+    with env.stack.connect() as conn:
+        row = conn.execute(
+            "SELECT a.patient_id FROM device_assignments a JOIN devices d ON d.id = a.device_id"
+            " WHERE d.serial = %s AND a.assigned_to IS NULL",
+            (env.fleet.devices[index].serial,),
+        ).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _poison_state(env: Env, patient_id: Any) -> bool:
+    """The patient's stored engine state at the largest bigint version, as tests/processors/test_quarantine.py
+    does: every later state write (version + 1) fails with SQLSTATE 22000 on every attempt. False while the
+    processors have not stored the patient's state yet."""
+    from dataclasses import replace
+
+    from processors.codec import dump_state, load_state
+
+    with env.stack.connect() as conn:
+        row = conn.execute("SELECT state FROM processor_states WHERE patient_id = %s", (patient_id,)).fetchone()
+        if row is None:
+            return False
+        state = replace(load_state(bytes(row[0])), version=BIGINT_MAX)
+        conn.execute(
+            "UPDATE processor_states SET state = %s, version = %s WHERE patient_id = %s",
+            (dump_state(state), BIGINT_MAX, patient_id),
+        )
+    return True
+
+
+def _alerts(env: Env, patients: list[Any]) -> dict[Any, int]:
+    with env.stack.connect() as conn:
+        rows = conn.execute(
+            "SELECT p, (SELECT count(*) FROM vital_alerts a WHERE a.patient_id = p) FROM unnest(%s::uuid[]) p",
+            (patients,),
+        ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _quarantine(env: Env) -> dict[tuple[Any, str, bool], int]:
+    """Quarantined rows by (patient, kind, resolved)."""
+    with env.stack.connect() as conn:
+        rows = conn.execute(
+            "SELECT patient_id, CASE WHEN event_key = 'tick' THEN 'tick' ELSE 'reading' END,"
+            " resolved_at IS NOT NULL, count(*) FROM processor_quarantine GROUP BY 1, 2, 3"
+        ).fetchall()
+    return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+
+def _quarantined_metric(service: Process, kind: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, text = service.get("/metrics", timeout_s=10)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "processors_quarantined_events_total" and sample.labels.get("kind") == kind
+    )
+
+
+async def poison_patient(env: Env, *, rate: float, duration_s: float = 20, probes: int = 10) -> Row:
+    """A processors poison: one monitored patient's batch fails deterministically mid-load (its stored state at
+    the largest version, so every state write fails with SQLSTATE 22000). Each of `probes` other patients and the
+    poisoned one then sends one reading above its warning threshold: each other patient gets its alert exactly
+    once, the poisoned patient's events are quarantined and counted, and the load is stored and handed off without
+    loss or duplicates. Then the fault is fixed (the state row removed; it is rebuilt from the tables) and
+    `python -m processors quarantine retry` evaluates the set-aside events: the poisoned patient's alert opens."""
+    service = ingest(env.stack, ingest_mqtt_client_id="chaos-poison-patient",
+                     ingest_mqtt_share_group="chaos-poison-patient")  # fmt: skip
+    service.start().ready()
+    sick = await asyncio.to_thread(_patient_of, env, 0)
+    probe_indexes = list(range(1, 1 + probes))
+    probed = [await asyncio.to_thread(_patient_of, env, i) for i in probe_indexes]
+    load = Load(env, rate, duration_s).start()
+    started = time.monotonic()
+    notes: list[str] = []
+    try:
+        await asyncio.sleep(duration_s / 4)
+        deadline = time.monotonic() + 20
+        while not await asyncio.to_thread(_poison_state, env, sick):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the poisoned patient's state was never stored")
+            await asyncio.sleep(0.2)
+        poisoned_at = time.monotonic()
+        await asyncio.sleep(1)
+        await _send_probes(env, [0, *probe_indexes], 130)  # warning_high 120, critical_high 140
+        await load.result()
+        fault_end = time.monotonic()
+        row = await _finish("poison patient (processors)", env, load,
+                            f"1 patient's state writes fail (SQLSTATE 22000) from t={poisoned_at - started:.0f}s"
+                            f" on; {probes} + 1 probe alerts", fault_end, notes)  # fmt: skip
+        # The probes are outside the load's counts: wait until the last of them is handed off too.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not await asyncio.to_thread(outbox_rows, env):
+                break
+            await asyncio.sleep(0.5)
+        alerts = await asyncio.to_thread(_alerts, env, [sick, *probed])
+        once = sum(1 for p in probed if alerts[p] == 1)
+        notes.append(f"probe patients with their alert exactly once: {once}/{probes}; poisoned patient: {alerts[sick]}")
+        held = await asyncio.to_thread(_quarantine, env)
+        readings = held.get((sick, "reading", False), 0)
+        ticks = held.get((sick, "tick", False), 0)
+        others = sum(n for (p, _, _), n in held.items() if p != sick)
+        counted = await asyncio.to_thread(_quarantined_metric, service, "reading")
+        notes.append(
+            f"quarantined: {readings} readings + {ticks} tick of the poisoned patient (processors_quarantined_events"
+            f"_total{{kind=reading}} {counted:.0f}); of other patients: {others}"
+        )
+        ok = once == probes and alerts[sick] == 0 and readings > 0 and counted == readings and others == 0
+
+        fixed = time.monotonic()
+        with env.stack.connect() as conn:
+            conn.execute("DELETE FROM processor_states WHERE patient_id = %s", (sick,))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "processors", "quarantine", "retry", "--json"],
+            cwd=ROOT, env=env.stack.env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        retried_s = time.monotonic() - fixed
+        report = json.loads(done.stdout) if done.returncode in (0, 1) and done.stdout.strip() else {}
+        after = await asyncio.to_thread(_quarantine, env)
+        unresolved = sum(n for (_, _, resolved), n in after.items() if not resolved)
+        alerts_after = (await asyncio.to_thread(_alerts, env, [sick]))[sick]
+        notes.append(
+            f"fix (state row removed) + `quarantine retry`: exit {done.returncode}, {report.get('resolved')} resolved,"
+            f" {report.get('failed_events')} failed again, {unresolved} unresolved left, poisoned patient's alerts"
+            f" {alerts_after}, in {retried_s:.1f}s"
+        )
+        if done.returncode not in (0, 1):
+            notes.append(f"retry stderr: {done.stderr.strip()[-300:]}")
+        ok = ok and done.returncode == 0 and report.get("resolved") == readings + ticks and unresolved == 0
+        ok = ok and alerts_after == 1
+        row.ok = row.ok and ok
+        return row
+    finally:
+        service.close()
+
+
 SCENARIOS: dict[str, Callable[..., Awaitable[Row]]] = {
     "kill-ingest": kill_ingest,
     "stop-postgres": stop_database,
@@ -428,6 +596,7 @@ SCENARIOS: dict[str, Callable[..., Awaitable[Row]]] = {
     "kill-broker": broker_fault,
     "overload": overload,
     "poison": poison,
+    "poison-patient": poison_patient,
 }
 
 
