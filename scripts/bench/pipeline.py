@@ -27,6 +27,7 @@ from device_simulators.credentials import DeviceCredential
 from device_simulators.message import Message, Reading, readings_topic
 from device_simulators.publisher import Connection
 from device_simulators.tally import percentile
+from scripts.bench.backends import BackendCpu, backend_ticks
 from scripts.bench.load import result, start_publisher
 from scripts.bench.sandbox import ROOT, Sandbox
 
@@ -66,7 +67,13 @@ class Usage:
 
 @dataclass(slots=True)
 class Watch:
+    """The stage's processes (CPU and peak RSS each) and, with `database`, that database's PostgreSQL backends
+    (CPU only: their RSS is mostly the server's shared buffers), rescanned at every sample so that backends
+    opened during the stage count too."""
+
     usages: list[Usage] = field(default_factory=list)
+    database: str | None = None
+    backends: BackendCpu = field(default_factory=BackendCpu)
 
     def add(self, name: str, pid: int) -> None:
         try:
@@ -76,28 +83,50 @@ class Watch:
             return
         self.usages.append(Usage(name, process, cpu_start=times.user + times.system))
 
+    def add_backends(self, database: str) -> None:
+        self.database = database
+        self.backends.start(backend_ticks(database))
+
     def sample(self) -> None:
         for usage in self.usages:
             usage.sample()
+        if self.database is not None:
+            self.backends.observe(backend_ticks(self.database))
 
     def report(self, seconds: float) -> dict[str, dict[str, float]]:
-        return {
+        usage = {
             u.name: {
                 "cpu_percent": round(100 * (u.cpu_end - u.cpu_start) / seconds, 1),
                 "peak_rss_mib": round(u.peak_rss / 2**20, 1),
             }
             for u in self.usages
         }
+        if self.database is not None:
+            usage[BACKENDS] = {"cpu_percent": self.backends.percent(seconds), "processes": self.backends.processes}
+        return usage
 
 
-def postgres_pids(box: Sandbox) -> list[int]:
-    """The sandbox database's backends and the server's own writers (WAL writer, checkpointer, …), found by
-    process title; not the backends other people's work has open on the shared server."""
-    own = (f" {box.database} ", "walwriter", "checkpointer", "background writer", "wal writer")
+BACKENDS = "postgres backends"
+"""The usage entry of the sandbox database's backends (scripts.bench.backends)."""
+WRITERS = "postgres writers (shared)"
+"""The usage entry of the server's WAL writer, checkpointer and background writer: they work for every database
+of the cluster at once, so this is an upper bound of the stage's share, not its share."""
+
+
+async def writer_pids(box: Sandbox) -> list[int]:
+    """The WAL writer, checkpointer and background writer of the sandbox's cluster (children of the postmaster
+    that forked a backend of ours), not those of another cluster on the same machine."""
+    conn = await box.connect(owner=True)
+    try:
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        postmaster = psutil.Process(backend).ppid()
+    finally:
+        await conn.close()
+    writers = ("postgres: walwriter", "postgres: checkpointer", "postgres: background writer")
     pids = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        title = " ".join(proc.info["cmdline"] or []) + " "
-        if proc.info["name"] == "postgres" and any(mark in title for mark in own):
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        if proc.info["ppid"] == postmaster and title.startswith(writers):
             pids.append(proc.pid)
     return pids
 
@@ -171,12 +200,9 @@ async def committed(box: Sandbox) -> int:
 
 
 def _usage_summary(usage: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    postgres = [v for k, v in usage.items() if k.startswith("postgres")]
-    summary = {k: v for k, v in usage.items() if not k.startswith("postgres")}
-    summary["postgres (all)"] = {
-        "cpu_percent": round(sum(v["cpu_percent"] for v in postgres), 1),
-        "peak_rss_mib": round(sum(v["peak_rss_mib"] for v in postgres), 1),
-    }
+    writers = [v for k, v in usage.items() if k.startswith("postgres ") and k != BACKENDS]
+    summary = {k: v for k, v in usage.items() if not k.startswith("postgres ") or k == BACKENDS}
+    summary[WRITERS] = {"cpu_percent": round(sum(v["cpu_percent"] for v in writers), 1), "processes": len(writers)}
     return summary
 
 
@@ -225,7 +251,8 @@ async def sustained(
             box, credentials, out, devices=devices, duration=duration, readings=readings, rate=rate, messages=messages
         )
         watch.add("load generator", publisher.pid)
-        for pid in postgres_pids(box):
+        watch.add_backends(box.database)
+        for pid in await writer_pids(box):
             watch.add(f"postgres {pid}", pid)
         started = time.perf_counter()
         while publisher.poll() is None:

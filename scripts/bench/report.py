@@ -50,6 +50,29 @@ def _cpu_ms(runs: Sequence[dict[str, Any]], name: str) -> str:
     return f"{median(costs):,.0f}" if costs else "–"
 
 
+def resource_use(usage: dict[str, dict[str, float]]) -> str:
+    """The resource-use sentence of a stage (CPU % of one core over the load; 200 % = both cores of this box)."""
+    processes = "; ".join(
+        f"{name} {u['cpu_percent']}% CPU, {u['peak_rss_mib']} MiB peak RSS"
+        for name, u in usage.items()
+        if not name.startswith("postgres")
+    )
+    backends = usage.get("postgres backends")
+    if backends is None:
+        return processes + " (PostgreSQL's own CPU was not attributed in this run)."
+    text = (
+        f"{processes}; PostgreSQL backends {backends['cpu_percent']}% CPU"
+        f" ({backends['processes']:.0f} backends of the sandbox database)"
+    )
+    writers = usage.get("postgres writers (shared)")
+    if writers is not None:
+        text += (
+            f"; the server's WAL writer, checkpointer and background writer {writers['cpu_percent']}% CPU"
+            " (shared with every other database of the cluster, not split: an upper bound)"
+        )
+    return text + "."
+
+
 def _scaling_lines(p: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     procs = p.get("processes")
@@ -277,17 +300,7 @@ def render(results: dict[str, Any], plots: Sequence[str]) -> str:
         lines.append("")
         lines += _scaling_lines(p)
         for run in p.get("one", [])[:1]:
-            lines.append(
-                "Resource use during the first 1-reading max run: "
-                + "; ".join(
-                    f"{name} {u['cpu_percent']}% CPU, {u['peak_rss_mib']} MiB peak RSS"
-                    for name, u in run["usage"].items()
-                    if not name.startswith("postgres")
-                )
-                + " (PostgreSQL's own CPU is not attributed yet: its processes are shared with other work on this"
-                " server)."
-            )
-            lines.append("")
+            lines += [f"Resource use during the first 1-reading max run: {resource_use(run['usage'])}", ""]
     if results.get("processors"):
         lines += _processors_lines(results["processors"])
     lines += [

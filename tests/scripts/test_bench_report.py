@@ -204,3 +204,21 @@ def test_probes_that_never_showed_up_are_counted() -> None:
     text = report.render(results(pipeline), [])
     assert "p99 20.0 ms, max 30.0 ms (350 of 600 probes seen)." in text
     assert "5 ms → p50 5.0 ms, p99 20.0 ms (350 of 600 probes seen); 50 ms → p50 5.0 ms, p99 20.0 ms." in text
+
+
+def test_postgres_backends_cpu_is_reported_beside_the_processes() -> None:
+    usage = {
+        "ingest": {"cpu_percent": 90.0, "peak_rss_mib": 120.0},
+        "load generator": {"cpu_percent": 40.0, "peak_rss_mib": 60.0},
+        "postgres backends": {"cpu_percent": 55.5, "processes": 3},
+        "postgres writers (shared)": {"cpu_percent": 4.0},
+    }
+    text = report.resource_use(usage)
+    assert text.startswith("ingest 90.0% CPU, 120.0 MiB peak RSS; load generator 40.0% CPU, 60.0 MiB peak RSS;")
+    assert "PostgreSQL backends 55.5% CPU (3 backends of the sandbox database)" in text
+    assert "background writer 4.0% CPU (shared with every other database of the cluster" in text
+    # Results saved before the backends were sampled say so rather than showing nothing.
+    older = report.resource_use(
+        {"ingest": usage["ingest"], "postgres (all)": {"cpu_percent": 9.0, "peak_rss_mib": 1.0}}
+    )
+    assert older == "ingest 90.0% CPU, 120.0 MiB peak RSS (PostgreSQL's own CPU was not attributed in this run)."
