@@ -15,10 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processors.events import CommittedReading, Event, encode_event
+from processors.supervision import Supervision, Verdict
 from tests.processors.scenario import ConfigSpec
-
-# processors.faust_app.EXIT_STALLED (importing that module would configure a Faust app in the test process).
-EXIT_STALLED = 70
 
 BOOTSTRAP_SERVERS = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 ROOT = Path(__file__).parents[2]
@@ -35,7 +33,11 @@ class FaustRun:
     settings: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
-    stall_restarts: int = 0
+    supervision: Supervision = field(default_factory=Supervision)
+
+    @property
+    def stall_restarts(self) -> int:
+        return self.supervision.restarts
 
     @property
     def topic(self) -> str:
@@ -93,8 +95,7 @@ class FaustRun:
 
     async def supervise(self) -> None:
         """What a supervisor does: restarts a worker that exited on its stall watchdog; any other exit fails."""
-        if self.process is not None and self.process.returncode == EXIT_STALLED:
-            self.stall_restarts += 1
+        if self.process is not None and self.supervision.judge(self.process.returncode) is Verdict.RESTART:
             await self.start()
         self.assert_running()
 

@@ -17,8 +17,8 @@ import pytest
 
 from processors.events import CommittedReading
 from processors.store import LOCK_CLASS, lock_key
+from processors.supervision import EXIT_STALLED
 from tests.processors.faust_harness import (
-    EXIT_STALLED,
     FaustRun,
     create_topic,
     delete_topics,
