@@ -85,11 +85,10 @@ def test_patient_search_finds_prefixes_in_any_order_and_typos(
 def test_the_planner_uses_the_name_indexes(crowd: Conn, org: Organization) -> None:
     full_text = plan(crowd, "SELECT id FROM users WHERE name_search @@ name_tsquery(%s)", ("zbysz",))
     trigram = plan(crowd, "SELECT id FROM users WHERE full_name(first_name, last_name) %% lower(%s)", ("zbyszewsky",))
-    through_function = plan(crowd, "SELECT * FROM search_patients(%s, %s)", (org.id, "zbysz wil"))
     assert "users_name_search_idx" in full_text
     assert "users_full_name_trgm_idx" in trigram
-    assert "users_name_search_idx" in through_function
-    assert "users_full_name_trgm_idx" in through_function
+    # search_patients() runs with the owner's rights since 0420 (its plan is not visible from here); that the app
+    # reaches its GIN indexes is checked in tests/security/test_patient_search.py.
 
 
 def test_the_planner_uses_the_symptom_indexes(crowd: Conn) -> None:

@@ -25,7 +25,11 @@ Conn = psycopg.Connection[Any]
 SHARED = {"care_plan_templates", "service_plans"}
 # Owner-rights functions the app may call. Each one must confine itself to the caller's tenant or reveal no more
 # than it documents; adding one is a security review.
-APP_DEFINER_FUNCTIONS = {"user_login_lookup"}
+# user_login_lookup: e-mail -> (user, organization) before log-in, nothing more.
+# search_patients (0420): probes an owner-only name projection for candidates, then reads patients and users under
+# their policies and an explicit filter on the transaction's tenant; no tenant or another one -> no rows
+# (tests/security/test_patient_search.py holds it to the row-security result).
+APP_DEFINER_FUNCTIONS = {"user_login_lookup", "search_patients"}
 
 
 def _t(name: str) -> sql.Identifier:
