@@ -24,7 +24,7 @@ from scripts.bench import pipeline, streams
 from scripts.bench.clinic import monitor
 from scripts.bench.load import start_publisher
 from scripts.bench.paging import Paging, probe_paging
-from scripts.bench.report import median, processed_rate
+from scripts.bench.report import median, processed_rate, worker_died
 from scripts.bench.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,10 @@ async def _kafka_runs(
     for run in range(repeat):
         stream = streams.new_stream(box, f"kafka{run}")
         await streams.create_topic(stream.topic)
-        worker = streams.start_faust(box, stream, PROCESSORS_ENV)
-        try:
+        async with streams.supervised(box, stream, PROCESSORS_ENV) as worker:
+            assert worker.process is not None
             async with streams.Progress(stream.topic, stream.app_id) as progress:
-                ready = await streams.wait_ready(worker, progress)
+                ready = await streams.wait_ready(worker.process, progress)
                 _say(
                     f"Kafka + Faust processors (worker ready in {ready:.0f} s): {burst:,} {READINGS}-reading"
                     f" messages at {rate:,.0f} msg/s, run {run + 1}/{repeat}"
@@ -122,27 +122,30 @@ async def _kafka_runs(
                 async def backlog(progress: streams.Progress = progress) -> int:
                     return await outbox_backlog(box) + await progress.end() - await progress.committed()
 
+                # The worker's CPU is its first process's: a restarted worker's is not counted.
                 stage = await pipeline.sustained(
                     box, credentials, devices, READINGS, 600, stream.ingest_env | PROCESSORS_ENV, rate=rate,
-                    messages=burst, backlog=backlog, watch_also={"faust worker": worker.pid},
+                    messages=burst, backlog=backlog, watch_also={"faust worker": worker.process.pid},
                 )  # fmt: skip
-        finally:
-            await streams.stop_faust(worker)
+        stage["worker"] = worker.summary()
+        if worker.supervision.died:
+            _say(f"the Faust worker died (exit {worker.supervision.exit_status}): see {worker.kept_log}")
         out["kafka"].append(stage)
 
 
 async def _kafka_paging(
     box: Sandbox, credentials: Path, devices: int, probe: Fleet, rate: float, duration: float
-) -> Paging:
+) -> tuple[Paging, dict[str, Any]]:
+    """Paging probes through Kafka and a supervised Faust worker; also the worker's summary."""
     stream = streams.new_stream(box, "paging")
     await streams.create_topic(stream.topic)
-    worker = streams.start_faust(box, stream, PROCESSORS_ENV)
-    try:
+    async with streams.supervised(box, stream, PROCESSORS_ENV) as worker:
+        assert worker.process is not None
         async with streams.Progress(stream.topic, stream.app_id) as progress:
-            await streams.wait_ready(worker, progress)
-        return await _paging_at(box, credentials, devices, probe, stream.ingest_env | PROCESSORS_ENV, rate, duration)
-    finally:
-        await streams.stop_faust(worker)
+            await streams.wait_ready(worker.process, progress)
+        env = stream.ingest_env | PROCESSORS_ENV
+        paging = await _paging_at(box, credentials, devices, probe, env, rate, duration)
+    return paging, worker.summary()
 
 
 async def measure(
@@ -172,12 +175,16 @@ async def measure(
         return out
     try:
         await _kafka_runs(box, credentials, devices, repeat, burst, offered, out)
-        out["kafka_max"] = top = median([processed_rate(r) for r in out["kafka"]])
+        out["kafka_max"] = top = median([processed_rate(r) for r in out["kafka"] if not worker_died(r)])
         if _has_maximum(out, "Kafka", top):
             _say(f"publish->notification latency, Kafka + Faust, at 50% of {top:,.0f} readings/s")
-            paging = await _kafka_paging(box, credentials, devices, probe, 0.5 * top / READINGS, duration)
-            out["paging"]["Kafka 50%"] = paging_summary(paging)
-            out["paging_samples"]["Kafka 50% of max"] = paging.page
+            paging, worker = await _kafka_paging(box, credentials, devices, probe, 0.5 * top / READINGS, duration)
+            out["paging_worker"] = worker
+            if worker["exit_status"] is None:
+                out["paging"]["Kafka 50%"] = paging_summary(paging)
+                out["paging_samples"]["Kafka 50% of max"] = paging.page
+            else:
+                out["paging_skipped"]["Kafka"] = f"the Faust worker died (exit {worker['exit_status']})"
     finally:
         deleted = await streams.delete_topics(box)
         logger.info("deleted %d Kafka topics", len(deleted))

@@ -50,6 +50,11 @@ def _cpu_ms(runs: Sequence[dict[str, Any]], name: str) -> str:
     return f"{median(costs):,.0f}" if costs else "–"
 
 
+def worker_died(run: dict[str, Any]) -> bool:
+    """A Kafka run whose Faust worker exited other than on its watchdog: its figures mean nothing."""
+    return run.get("worker", {}).get("exit_status") is not None
+
+
 def resource_use(usage: dict[str, dict[str, float]]) -> str:
     """The resource-use sentence of a stage (CPU % of one core over the load; 200 % = both cores of this box)."""
     processes = "; ".join(
@@ -132,29 +137,49 @@ def _processors_lines(q: dict[str, Any]) -> list[str]:
         " group's committed offsets reach the topic's end — Faust commits every ~3 s). Clock ticks off.",
         "",
         "| processors | processed readings/s | ingest committed during load | lost | ingest CPU ms / 1,000 readings"
-        " | Faust worker CPU ms / 1,000 readings | vs inline |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        " | Faust worker CPU ms / 1,000 readings | PostgreSQL backends CPU ms / 1,000 readings | vs inline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     inline = median([processed_rate(r) for r in q["inline"]])
+    died = [(i, r) for i, r in enumerate(q.get("kafka", []), 1) if worker_died(r)]
     for key, label in (("inline", "inline (in the ingest process)"), ("kafka", "Kafka + Faust worker")):
-        runs = q.get(key, [])
+        runs = [r for r in q.get(key, []) if not worker_died(r)]
         if not runs:
             continue
         rates = [processed_rate(r) for r in runs]
         lines.append(
             f"| {label} | {spread(rates)} | {spread([r['readings_per_s'] for r in runs])} |"
             f" {sum(r['lost'] for r in runs)} | {_cpu_ms(runs, 'ingest')} | {_cpu_ms(runs, 'faust worker')} |"
-            f" {_ratio(median(rates), inline)} |"
+            f" {_cpu_ms(runs, 'postgres backends')} | {_ratio(median(rates), inline)} |"
+        )
+    for i, r in died:
+        w = r["worker"]
+        lines.append(
+            f"| Kafka + Faust worker, run {i} | not measured: the worker died (exit {w['exit_status']}) after"
+            f" {w['restarts']} watchdog restart(s); log: `{w['log']}` | | | | | | |"
         )
     if q.get("kafka_skipped"):
-        lines.append(f"| Kafka + Faust worker | not measured: {q['kafka_skipped']} | | | | | |")
+        lines.append(f"| Kafka + Faust worker | not measured: {q['kafka_skipped']} | | | | | | |")
     for key in ("inline", "kafka"):
-        stuck = [r for r in q.get(key, []) if not r.get("processed_seconds")]
+        stuck = [r for r in q.get(key, []) if not r.get("processed_seconds") and not worker_died(r)]
         if stuck:
             lines.append(
                 f"| {key}: {len(stuck)} run(s) not processed | {sum(r['unprocessed'] for r in stuck):,} readings"
-                " still untaken after 60 s without progress | | | | | |"
+                " still untaken after 60 s without progress | | | | | | |"
             )
+    supervised = [r["worker"] for r in q.get("kafka", []) if "worker" in r]
+    if supervised:
+        lines += [
+            "",
+            "Faust worker watchdog restarts (exit 70, restarted as a supervisor would) per Kafka run: "
+            + ", ".join(str(w["restarts"]) for w in supervised)
+            + (
+                ""
+                if not any(w["restarts"] for w in supervised)
+                else " (a restarted worker's CPU is not counted: only its first process is watched)"
+            )
+            + ".",
+        ]
     lines += [
         "",
         "CPU per 1,000 readings: the process's CPU time from the start of the load until processed (inline: ingest"

@@ -7,25 +7,35 @@ and tracks a group's progress from its committed offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processors.events import decode_event
+from processors.supervision import Supervision, Verdict
 from scripts.bench.sandbox import ROOT, Sandbox
+
+logger = logging.getLogger(__name__)
 
 BOOTSTRAP = "127.0.0.1:19092"
 PARTITIONS = 4
 _TIMEOUT_S = 20.0
+LOGS = Path(os.environ.get("RPM_STATE_DIR", "/var/tmp/rpm-telemetry")) / "bench-logs"
+"""Where the Faust workers' logs are kept after the run (the sandbox's own directory is removed with it)."""
 
 
 class KafkaUnavailableError(Exception):
@@ -180,6 +190,76 @@ async def stop_faust(worker: subprocess.Popen[bytes], grace_s: float = 30.0) -> 
         except subprocess.TimeoutExpired:
             worker.kill()
             await asyncio.to_thread(worker.wait)
+
+
+@dataclass(slots=True)
+class Worker:
+    """A stage's Faust worker under supervision, as in production: restarted when its stall/gap watchdog exits
+    it (EXIT_STALLED), given up on at any other exit (processors.supervision's policy)."""
+
+    box: Sandbox
+    stream: Stream
+    env: Mapping[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    supervision: Supervision = field(default_factory=Supervision)
+
+    @property
+    def log(self) -> Path:
+        return self.box.state_dir / f"{self.stream.app_id}.log"
+
+    @property
+    def kept_log(self) -> Path:
+        return LOGS / self.log.name
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            out.write(f"\n===== start {self.supervision.restarts + 1} =====\n".encode())
+        self.process = start_faust(self.box, self.stream, self.env)
+        return self.process
+
+    def supervise(self) -> bool:
+        """Polls the worker, restarting it after a watchdog exit; returns whether it is (again) running."""
+        assert self.process is not None
+        verdict = self.supervision.judge(self.process.poll())
+        if verdict is Verdict.RESTART:
+            logger.warning("Faust worker %s exited on its watchdog; restart %d", self.stream.app_id,
+                           self.supervision.restarts)  # fmt: skip
+            self.start()
+        elif verdict is Verdict.DIED:
+            logger.error("Faust worker %s exited %s; see %s", self.stream.app_id, self.supervision.exit_status,
+                         self.kept_log)  # fmt: skip
+        return verdict is not Verdict.DIED
+
+    async def watch(self, interval_s: float = 0.5) -> None:
+        while self.supervise():  # noqa: ASYNC110 - polls a subprocess
+            await asyncio.sleep(interval_s)
+
+    def summary(self) -> dict[str, Any]:
+        """Restarts, the exit status that ended supervision (None: ran until stopped) and the kept log."""
+        return {
+            "restarts": self.supervision.restarts,
+            "exit_status": self.supervision.exit_status,
+            "log": str(self.kept_log),
+        }
+
+
+@contextlib.asynccontextmanager
+async def supervised(box: Sandbox, stream: Stream, extra_env: Mapping[str, str]) -> AsyncIterator[Worker]:
+    """Starts a Faust worker and supervises it until the block ends; then stops it (SIGTERM, not judged) and keeps
+    its log in LOGS."""
+    worker = Worker(box, stream, extra_env)
+    worker.start()
+    watcher = asyncio.create_task(worker.watch(), name=f"supervise {stream.app_id}")
+    try:
+        yield worker
+    finally:
+        watcher.cancel()
+        await asyncio.wait([watcher])  # its cancellation is not ours to re-raise
+        if worker.process is not None:
+            await stop_faust(worker.process)
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(worker.log, worker.kept_log)
 
 
 async def bare_read(topic: str, records: int, group: str, *, decode: bool = False) -> dict[str, Any]:

@@ -113,6 +113,7 @@ def processed(committed: int, seconds: float) -> dict[str, Any]:
         "usage_until_processed": {
             "ingest": {"cpu_percent": 50.0, "peak_rss_mib": 120.0},
             "faust worker": {"cpu_percent": 70.0, "peak_rss_mib": 90.0},
+            "postgres backends": {"cpu_percent": 20.0, "processes": 3},
         },
     }
 
@@ -146,8 +147,8 @@ def test_scaling_batch_settings_and_processors_are_reported_with_ratios() -> Non
     assert "100 → 10,000 (0); 2,000 → 15,000 (0)" in text
     assert "5 ms → p50 3.0 ms, p99 9.0 ms" in text
     # 50 % CPU for 40 s over 40,000 readings: 500 ms per 1,000 readings.
-    assert "| inline (in the ingest process) | 1,000 (1 run) | 8,000 (1 run) | 0 | 500 | 700 | 1.00 |" in text
-    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 250 | 350 | 2.00 |" in text
+    assert "| inline (in the ingest process) | 1,000 (1 run) | 8,000 (1 run) | 0 | 500 | 700 | 200 | 1.00 |" in text
+    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 250 | 350 | 100 | 2.00 |" in text
     assert "| Kafka 50% of max | 20.0 / 30.0 / 40.0 ms | 100.0 / 200.0 / 1500.0 / 1501.0 ms | 100 | 2 (2) |" in text
 
 
@@ -222,3 +223,26 @@ def test_postgres_backends_cpu_is_reported_beside_the_processes() -> None:
         {"ingest": usage["ingest"], "postgres (all)": {"cpu_percent": 9.0, "peak_rss_mib": 1.0}}
     )
     assert older == "ingest 90.0% CPU, 120.0 MiB peak RSS (PostgreSQL's own CPU was not attributed in this run)."
+
+
+def test_a_kafka_run_whose_worker_died_says_so_instead_of_rates() -> None:
+    log = "/var/tmp/rpm-telemetry/bench-logs/bench_x-kafka1-processors.log"
+    ok = processed(40_000, 20.0) | {"worker": {"restarts": 1, "exit_status": None, "log": "a.log"}}
+    dead = processed(40_000, 10.0) | {"worker": {"restarts": 2, "exit_status": 1, "log": log}}
+    processors = {
+        "readings_per_message": 10,
+        "offered_messages_per_s": 2000.0,
+        "burst": 4000,
+        "inline": [processed(40_000, 40.0)],
+        "kafka": [ok, dead],
+        "paging": {},
+    }
+    text = report.render(results({"one": [run(1, 1000)], "ten": [run(10, 1000)]}) | {"processors": processors}, [])
+    # Only the run whose worker lived is in the rates (the dead one's 4,000 readings/s is not).
+    assert "| Kafka + Faust worker | 2,000 (1 run) | 8,000 (1 run) | 0 | 250 | 350 | 100 | 2.00 |" in text
+    assert (
+        f"| Kafka + Faust worker, run 2 | not measured: the worker died (exit 1) after 2 watchdog restart(s);"
+        f" log: `{log}` |" in text
+    )
+    assert "Faust worker watchdog restarts (exit 70, restarted as a supervisor would) per Kafka run: 1, 2" in text
+    assert report.worker_died(dead) and not report.worker_died(ok) and not report.worker_died(run(10, 1))
