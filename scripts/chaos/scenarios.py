@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
@@ -465,8 +466,12 @@ def _poison_state(env: Env, patient_id: Any) -> bool:
     from dataclasses import replace
 
     from processors.codec import dump_state, load_state
+    from processors.store import LOCK_CLASS, lock_key
 
-    with env.stack.connect() as conn:
+    with env.stack.connect() as conn, conn.transaction():
+        # Under the patient's processors lock: a batch already in flight would otherwise overwrite the poison
+        # with its own state when it commits (the runners write states under this lock, unconditionally).
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int4, %s::int4)", (LOCK_CLASS, lock_key(UUID(str(patient_id)))))
         row = conn.execute("SELECT state FROM processor_states WHERE patient_id = %s", (patient_id,)).fetchone()
         if row is None:
             return False
