@@ -47,6 +47,25 @@ async def _until(check: Any, what: str, seconds: float = 30.0) -> Any:
     raise AssertionError(f"{what} not reached within {seconds}s")
 
 
+def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`python <args>` from the repository root, its stderr kept for `_stop`."""
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, then its stderr once it exited cleanly (killed after 20 s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return err.decode()
+
+
 class Prometheus:
     def __init__(self, directory: Path, targets: dict[str, int]) -> None:
         self.port = free_port()
@@ -106,25 +125,13 @@ def delivery_service(org: factories.Organization) -> Iterator[int]:
         "DELIVERY_BACKLOG_INTERVAL_S": "0.5",
         "DELIVERY_ESCALATION_INTERVAL_S": "0.5",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processors.delivery", "--log-format", "json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start(["-m", "processors.delivery", "--log-format", "json"], env)
     try:
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=5)
-        assert proc.returncode == 0, err.decode()[-2000:]
+        err = _stop(proc)
         # JSON log lines only.
-        assert all(json.loads(line) for line in err.decode().splitlines())
+        assert all(json.loads(line) for line in err.splitlines())
 
 
 @pytest.fixture
@@ -137,25 +144,13 @@ def processors_clock(org: factories.Organization) -> Iterator[int]:
         "PROCESSOR_TICK_INTERVAL_S": "0.5",
         "PROCESSOR_CLOCK_METRICS_PORT": str(port),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "processors", "clock", "--log-format", "json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start(["-m", "processors", "clock", "--log-format", "json"], env)
     try:
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=5)
-        assert proc.returncode == 0, err.decode()[-2000:]
+        err = _stop(proc)
         # JSON log lines only (the clock logs its start and stop at INFO).
-        lines = err.decode().splitlines()
+        lines = err.splitlines()
         assert lines
         assert all(json.loads(line)["logger"] for line in lines)
 
