@@ -167,11 +167,10 @@ def _judge_reading(
     if stamped < earliest:
         return Rejection(RejectionReason.STALE_TIMESTAMP, f"measured_at is {received_at - stamped} old", index)
     measured_at = stamped if stamped.tzinfo is UTC else stamped.astimezone(UTC)
-    canonical = (value + conversion.pre_offset) * conversion.factor
+    canonical = vital.convert(value, conversion)
     if not math.isfinite(canonical):
         return Rejection(RejectionReason.OUT_OF_RANGE, f"{vital.code} overflows in {vital.canonical_unit}", index)
-    canonical = round(canonical, vital.decimal_precision)
-    if not vital.plausible_min <= canonical <= vital.plausible_max:
+    if not vital.is_plausible(canonical):
         return Rejection(
             RejectionReason.IMPLAUSIBLE_VALUE,
             f"{vital.code} outside {vital.plausible_min:g}..{vital.plausible_max:g} {vital.canonical_unit}",

@@ -30,8 +30,11 @@ class VitalType:
     def to_canonical(self, value: float, unit: str) -> float | None:
         """The value in the canonical unit, rounded to the type's precision; None for a unit it does not accept."""
         conversion = self.units.get(unit)
-        if conversion is None:
-            return None
+        return None if conversion is None else self.convert(value, conversion)
+
+    def convert(self, value: float, conversion: UnitConversion) -> float:
+        """`to_canonical` for a conversion already looked up (one of this type's `units`); a value that overflows
+        is returned as it is (infinite), not rounded."""
         canonical = (value + conversion.pre_offset) * conversion.factor
         return round(canonical, self.decimal_precision) if math.isfinite(canonical) else canonical
 
