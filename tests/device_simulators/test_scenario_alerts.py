@@ -138,6 +138,15 @@ def _expected(case: Case, *, retrospective: bool) -> list[tuple[str, str, str, b
     return sorted((e.vital.value, e.direction, e.severity, retrospective) for e in case.scenario.episodes)
 
 
+def _opened(case: Case) -> list[tuple[str, str, str, str, UUID]]:
+    """The opening pages a live episode sends: one to each care-team member at the scenario's severity."""
+    return sorted(
+        (e.vital.value, e.direction, "opened", PRIORITY[e.severity], user)
+        for e in case.scenario.episodes
+        for user in case.team
+    )
+
+
 async def test_backfilled_scenarios_raise_their_episodes_as_retrospective_and_page_nobody(
     db: Conn,
     org: factories.Organization,
@@ -169,12 +178,7 @@ async def test_scenarios_replayed_as_live_page_the_care_team(
     for case in cases:
         assert _episodes(db, case.patient.id) == _expected(case, retrospective=False), case.scenario.name
         pages = _pages(db, case.patient.id)
-        opened = sorted(
-            (e.vital.value, e.direction, "opened", PRIORITY[e.severity], user)
-            for e in case.scenario.episodes
-            for user in case.team
-        )
-        assert [p for p in pages if p[2] == "opened"] == opened, case.scenario.name
+        assert [p for p in pages if p[2] == "opened"] == _opened(case), case.scenario.name
         reminders = {(e.vital.value, e.direction, "reminded", PRIORITY[e.severity]) for e in case.scenario.episodes}
         assert {p[:4] for p in pages if p[2] != "opened"} <= reminders, case.scenario.name
         assert _symptoms(db, case.patient.id) == set(case.scenario.symptoms), case.scenario.name
@@ -194,12 +198,7 @@ async def test_a_scenario_in_compressed_real_time_pages_the_care_team(
         db, org, mqtt_device, ingest_settings, ingest_for, {}, ["hypertensive_crisis"], live=timedelta(seconds=10)
     )
     assert _episodes(db, case.patient.id) == _expected(case, retrospective=False)
-    opened = sorted(
-        (e.vital.value, e.direction, "opened", PRIORITY[e.severity], user)
-        for e in case.scenario.episodes
-        for user in case.team
-    )
-    assert [p for p in _pages(db, case.patient.id) if p[2] == "opened"] == opened
+    assert [p for p in _pages(db, case.patient.id) if p[2] == "opened"] == _opened(case)
     assert _symptoms(db, case.patient.id) == set(case.scenario.symptoms)
 
 
