@@ -241,6 +241,13 @@ def care_team(
     yield patient, team
 
 
+def email(db: Conn, user_id: UUID) -> str:
+    """The user's login email (what `--as` names)."""
+    row = db.execute("SELECT email FROM users WHERE id = %s", (user_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 def add_alert(
     db: Conn,
     patient: factories.Patient,

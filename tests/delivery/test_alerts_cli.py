@@ -19,16 +19,10 @@ from processors.delivery.escalation import EscalationPolicy
 from processors.delivery.escalator import Escalator
 from processors.delivery.metrics import DeliveryMetrics
 from tests import factories
-from tests.delivery.conftest import START, FakeClock, add_alert
+from tests.delivery.conftest import START, FakeClock, add_alert, email
 
 Conn = psycopg.Connection[Any]
 Team = tuple[factories.Patient, dict[str, factories.Provider]]
-
-
-def email(db: Conn, user_id: UUID) -> str:
-    row = db.execute("SELECT email FROM users WHERE id = %s", (user_id,)).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -18,17 +18,11 @@ from processors.delivery.endpoints_cli import parse_grace
 from processors.delivery.errors import SignatureError
 from processors.delivery.signing import SIGNATURE_HEADER, verify
 from tests import factories
-from tests.delivery.conftest import FakeClock, MakeDispatcher, add_notification
+from tests.delivery.conftest import FakeClock, MakeDispatcher, add_notification, email
 from tests.delivery.receivers import HttpReceiver
 
 Conn = psycopg.Connection[Any]
 Team = tuple[factories.Patient, dict[str, factories.Provider]]
-
-
-def email(db: Conn, user_id: UUID) -> str:
-    row = db.execute("SELECT email FROM users WHERE id = %s", (user_id,)).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 @pytest.fixture
