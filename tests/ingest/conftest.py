@@ -12,6 +12,7 @@ from ingest.database import connect, load_units
 from ingest.settings import IngestSettings
 from ingest.units import UnitRegistry
 from tests.ingest.harness import IngestProcess, end_session
+from tests.roles import RoleSettings
 
 
 @pytest.fixture
@@ -22,6 +23,16 @@ async def ingest_conn(ingest_settings: IngestSettings) -> AsyncIterator[asyncpg.
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def processor_pool() -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool under the processor role (the inline processors' own)."""
+    pool = await asyncpg.create_pool(RoleSettings().url("processor"), min_size=1, max_size=2)
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 @pytest.fixture

@@ -22,11 +22,13 @@ from typing import Any
 
 import gmqtt
 import paho.mqtt.client as paho
+import psycopg
 from gmqtt.mqtt.constants import MQTTv50
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.settings import IngestSettings
+from tests.factories import Patient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -264,3 +266,10 @@ class TcpProxy:
         finally:
             sink.transport.abort()
             self._writers.discard(sink)
+
+
+def alerts(db: psycopg.Connection[Any], patient: Patient) -> list[tuple[Any, ...]]:
+    """The patient's alerts as (direction, severity, value)."""
+    return db.execute(
+        "SELECT direction::text, severity::text, value FROM vital_alerts WHERE patient_id = %s", (patient.id,)
+    ).fetchall()

@@ -19,13 +19,7 @@ from ingest.writer import Writer
 from tests import factories
 from tests.conftest import MqttDeviceFactory
 from tests.factories import Patient
-from tests.ingest.harness import IngestProcess, eventually, message, publish, reading
-
-
-def alerts(db: psycopg.Connection[Any], patient: Patient) -> list[tuple[Any, ...]]:
-    return db.execute(
-        "SELECT direction::text, severity::text, value FROM vital_alerts WHERE patient_id = %s", (patient.id,)
-    ).fetchall()
+from tests.ingest.harness import IngestProcess, alerts, eventually, message, publish, reading
 
 
 async def test_a_committed_reading_is_evaluated_inline(

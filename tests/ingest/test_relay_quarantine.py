@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import psycopg
-import pytest
 
 from ingest.admission import Envelope, Limits
 from ingest.identity import RecentIdentities
@@ -30,18 +28,8 @@ from processors.quarantine_cli import retry
 from processors.settings import ProcessorSettings
 from tests import factories
 from tests.factories import Device, Organization, Patient
-from tests.ingest.harness import reading
+from tests.ingest.harness import alerts, reading
 from tests.processors.test_quarantine import poison
-from tests.roles import RoleSettings
-
-
-@pytest.fixture
-async def processor_pool() -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(RoleSettings().url("processor"), min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def monitored_patient(db: psycopg.Connection[Any], org: Organization) -> tuple[Patient, Device]:
@@ -51,12 +39,6 @@ def monitored_patient(db: psycopg.Connection[Any], org: Organization) -> tuple[P
     factories.add_to_care_team(db, patient, nurse, role="nurse")
     factories.create_requirement(db, patient, "spo2", warning_low=92, critical_low=88)
     return patient, factories.create_device(db, org.id, assign_to=patient, kind="pulse_oximeter")
-
-
-def alerts(db: psycopg.Connection[Any], patient: Patient) -> list[tuple[Any, ...]]:
-    return db.execute(
-        "SELECT direction::text, severity::text, value FROM vital_alerts WHERE patient_id = %s", (patient.id,)
-    ).fetchall()
 
 
 async def commit(

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import psycopg
-import pytest
 
 from ingest.admission import Envelope, Limits
 from ingest.identity import RecentIdentities
@@ -26,23 +24,7 @@ from processors.inline import InlineProcessor
 from processors.settings import ProcessorSettings
 from tests import factories
 from tests.factories import Patient
-from tests.ingest.harness import reading
-from tests.roles import RoleSettings
-
-
-def alerts(db: psycopg.Connection[Any], patient: Patient) -> list[tuple[Any, ...]]:
-    return db.execute(
-        "SELECT direction::text, severity::text, value FROM vital_alerts WHERE patient_id = %s", (patient.id,)
-    ).fetchall()
-
-
-@pytest.fixture
-async def processor_pool() -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(RoleSettings().url("processor"), min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
+from tests.ingest.harness import alerts, reading
 
 
 async def commit_before_crash(
