@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import gmqtt
 import pytest
 
 from ingest.settings import IngestSettings
+from tests.ingest.harness import end_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,16 +59,9 @@ def ingest_for(ingest_settings: IngestSettings, tmp_path: Path) -> Iterator[Inge
     for process, client_id in started:
         process.terminate()
         process.wait(30)
-        asyncio.run(_end_session(ingest_settings, client_id))
+        asyncio.run(end_session(ingest_settings, client_id))
     for log in logs:
         log.close()
-
-
-async def _end_session(settings: IngestSettings, client_id: str) -> None:
-    client: Any = gmqtt.Client(client_id, clean_session=True)
-    client.set_auth_credentials(settings.mqtt_ingest_user, settings.mqtt_ingest_password.get_secret_value())
-    await client.connect(settings.mqtt_host, settings.mqtt_port, version=gmqtt.constants.MQTTv50)
-    await client.disconnect()
 
 
 async def until(predicate: Callable[[], bool], limit_s: float) -> bool:
