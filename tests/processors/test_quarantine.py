@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,17 @@ def poison(db: psycopg.Connection[Any], patient_id: UUID) -> None:
         "UPDATE processor_states SET state = %s, version = %s WHERE patient_id = %s",
         (dump_state(state), BIGINT_MAX, patient_id),
     )
+
+
+def insert_readings(db: psycopg.Connection[Any], worlds: Sequence[World]) -> dict[UUID, list[CommittedReading]]:
+    """Every world's readings into `vital_readings`; each patient's committed-reading events, in order."""
+    per_world: dict[UUID, list[CommittedReading]] = {}
+    for world in worlds:
+        for step, item in world.events():
+            if isinstance(item, CommittedReading):
+                insert_reading(db, world, step)
+                per_world.setdefault(world.patient_id, []).append(item)
+    return per_world
 
 
 def notifications(db: psycopg.Connection[Any], patient_id: UUID) -> int:
@@ -130,12 +142,7 @@ async def test_a_poisoned_patient_is_set_aside_the_others_commit_and_a_retry_aft
     spec = load(CRISIS)
     worlds = [create_world(db, spec) for _ in range(4)]
     sick, healthy = worlds[0], worlds[1:]
-    per_world: dict[UUID, list[CommittedReading]] = {}
-    for world in worlds:
-        for step, item in world.events():
-            if isinstance(item, CommittedReading):
-                insert_reading(db, world, step)
-                per_world.setdefault(world.patient_id, []).append(item)
+    per_world = insert_readings(db, worlds)
     metrics = ProcessorMetrics()
     processor = InlineProcessor(processor_pool, spec.config.engine(), on_quarantine=metrics.count_quarantined)
     first, *rest = per_world[sick.patient_id]
