@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,18 @@ async def delete_topics(prefix: str) -> None:
                 await admin.delete_topics(owned)
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def topic_run(kind: str, directory: Path, settings: dict[str, str] | None = None) -> AsyncIterator[FaustRun]:
+    """A run with its topic created (the worker not started); afterwards the worker is killed, the topics deleted."""
+    run = FaustRun(new_run_id(kind), directory, settings or {})
+    await create_topic(run.topic)
+    try:
+        yield run
+    finally:
+        await run.kill()
+        await delete_topics(run.run_id)
 
 
 def new_run_id(kind: str) -> str:

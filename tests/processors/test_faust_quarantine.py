@@ -8,59 +8,45 @@ and its consumer group commits every offset; after the fix, `quarantine retry` e
 from __future__ import annotations
 
 import re
-import socket
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 import psycopg
 import pytest
 
-from processors.events import CommittedReading
 from processors.inline import InlineProcessor
 from processors.quarantine import list_quarantined
 from processors.quarantine_cli import retry
+from tests.ingest.harness import free_port
 from tests.processors.faust_harness import (
     FaustRun,
-    create_topic,
-    delete_topics,
-    new_run_id,
     produce,
     record,
+    topic_run,
     wait_committed,
 )
 from tests.processors.scenario import DIRECTORY, expected_outcome, load
-from tests.processors.scenario_db import create_world, database_outcome, insert_reading
-from tests.processors.test_quarantine import poison
+from tests.processors.scenario_db import create_world, database_outcome
+from tests.processors.test_quarantine import insert_readings, poison
 
 pytestmark = pytest.mark.slow
 
 CRISIS = DIRECTORY / "hypertensive_crisis.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def faust_run(tmp_path: Path) -> AsyncIterator[FaustRun]:
-    run = FaustRun(
-        new_run_id("quarantine"),
-        tmp_path,
-        {"PROCESSOR_BATCH_MAX": "100", "PROCESSOR_BATCH_WITHIN_S": "0.5",
-         "PROCESSOR_FAUST_METRICS_PORT": str(free_port()), "PROCESSOR_METRICS_HOST": "127.0.0.1"},
-    )  # fmt: skip
-    await create_topic(run.topic)
-    try:
+    settings = {
+        "PROCESSOR_BATCH_MAX": "100",
+        "PROCESSOR_BATCH_WITHIN_S": "0.5",
+        "PROCESSOR_FAUST_METRICS_PORT": str(free_port()),
+        "PROCESSOR_METRICS_HOST": "127.0.0.1",
+    }
+    async with topic_run("quarantine", tmp_path, settings) as run:
         yield run
-    finally:
-        await run.kill()
-        await delete_topics(run.run_id)
 
 
 def scrape(run: FaustRun, name: str, labels: str) -> float:
@@ -78,12 +64,7 @@ async def test_the_worker_sets_a_poisoned_patient_aside_and_commits_everyone_els
     spec = load(CRISIS)
     worlds = [create_world(db, spec) for _ in range(4)]
     sick, healthy = worlds[0], worlds[1:]
-    per_world: dict[UUID, list[CommittedReading]] = {}
-    for world in worlds:
-        for step, item in world.events():
-            if isinstance(item, CommittedReading):
-                insert_reading(db, world, step)
-                per_world.setdefault(world.patient_id, []).append(item)
+    per_world = insert_readings(db, worlds)
     # The poisoned patient has a stored state (its first reading evaluated), then the state is corrupted.
     first, *rest = per_world[sick.patient_id]
     await InlineProcessor(processor_pool, spec.config.engine()).deliver([first])

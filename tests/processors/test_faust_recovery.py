@@ -19,12 +19,10 @@ import pytest
 from processors.events import CommittedReading
 from tests.processors.faust_harness import (
     FaustRun,
-    create_topic,
-    delete_topics,
-    new_run_id,
     produce,
     progress,
     record,
+    topic_run,
 )
 from tests.processors.scenario import DIRECTORY, expected_outcome, load
 from tests.processors.scenario_db import create_world, database_outcome, insert_reading
@@ -41,13 +39,8 @@ TIMEOUT = 120.0
 
 @pytest.fixture
 async def faust_run(tmp_path: Path) -> AsyncIterator[FaustRun]:
-    run = FaustRun(new_run_id("recovery"), tmp_path, {"PROCESSOR_BATCH_MAX": "3", "PROCESSOR_BATCH_WITHIN_S": "0.01"})
-    await create_topic(run.topic)
-    try:
+    async with topic_run("recovery", tmp_path, {"PROCESSOR_BATCH_MAX": "3", "PROCESSOR_BATCH_WITHIN_S": "0.01"}) as run:
         yield run
-    finally:
-        await run.kill()
-        await delete_topics(run.run_id)
 
 
 def notification_count(db: psycopg.Connection[Any], patients: list[Any]) -> int:

@@ -20,12 +20,10 @@ from processors.events import CommittedReading
 from tests.processors.faust_harness import (
     FaustRun,
     config_environment,
-    create_topic,
-    delete_topics,
     fail_with_diagnostics,
-    new_run_id,
     produce,
     record,
+    topic_run,
     wait_committed,
 )
 from tests.processors.scenario import Outcome, RequirementSpec, ScenarioSpec, World, all_paths, expected_outcome, load
@@ -38,13 +36,8 @@ SETTLE_TIMEOUT = 90.0
 
 @pytest.fixture
 async def faust_run(tmp_path: Path) -> AsyncIterator[FaustRun]:
-    run = FaustRun(new_run_id("scenarios"), tmp_path)
-    await create_topic(run.topic)
-    try:
+    async with topic_run("scenarios", tmp_path) as run:
         yield run
-    finally:
-        await run.kill()
-        await delete_topics(run.run_id)
 
 
 async def settle(db: psycopg.Connection[Any], worlds: list[World], run: FaustRun) -> dict[str, Outcome]:

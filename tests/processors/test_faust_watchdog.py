@@ -18,14 +18,7 @@ import pytest
 from processors.events import CommittedReading
 from processors.store import LOCK_CLASS, lock_key
 from processors.supervision import EXIT_STALLED
-from tests.processors.faust_harness import (
-    FaustRun,
-    create_topic,
-    delete_topics,
-    new_run_id,
-    produce,
-    record,
-)
+from tests.processors.faust_harness import FaustRun, produce, record, topic_run
 from tests.processors.scenario import DIRECTORY, expected_outcome, load
 from tests.processors.scenario_db import create_world, database_outcome, insert_reading
 from tests.roles import RoleSettings
@@ -35,13 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def faust_run(tmp_path: Path) -> AsyncIterator[FaustRun]:
-    run = FaustRun(new_run_id("watchdog"), tmp_path, {"PROCESSOR_STALL_TIMEOUT_S": "6"})
-    await create_topic(run.topic)
-    try:
+    async with topic_run("watchdog", tmp_path, {"PROCESSOR_STALL_TIMEOUT_S": "6"}) as run:
         yield run
-    finally:
-        await run.kill()
-        await delete_topics(run.run_id)
 
 
 async def test_a_stuck_worker_exits_and_its_restart_completes_the_stream(
