@@ -10,8 +10,9 @@ re-arms the rule (the database tells the processors, see migration 0510).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ __all__ = [
     "LifecycleSettings",
     "UnknownUserError",
     "acknowledge",
+    "acting",
     "assign",
     "connect",
     "get_alert",
@@ -174,27 +176,33 @@ def _lookup(conn: Conn, email: str) -> tuple[UUID, UUID] | None:
     return row["user_id"], row["organization_id"]
 
 
-def _is_care_user(conn: Conn, user_id: UUID) -> bool:
+def _has_role(conn: Conn, user_id: UUID, roles: Collection[str]) -> bool:
     row = conn.execute(
         "SELECT 1 FROM users WHERE id = %s AND is_active AND deleted_at IS NULL AND role::text = ANY(%s)",
-        (user_id, list(_CARE_ROLES)),
+        (user_id, list(roles)),
     ).fetchone()
     return row is not None
 
 
 @contextmanager
-def _acting(conn: Conn, email: str) -> Iterator[Actor]:
-    """A transaction in the acting user's tenant, with the user named for audit triggers."""
+def acting(conn: Conn, email: str, roles: Collection[str], refused: Callable[[str], Exception]) -> Iterator[Actor]:
+    """A transaction in the tenant of the active user `email` holding one of `roles`, with the user named for the
+    audit triggers; `refused(email)` is raised for an unknown user or one without such a role."""
     found = _lookup(conn, email)
     if found is None:
-        raise UnknownUserError(email)
+        raise refused(email)
     user_id, organization_id = found
     with conn.transaction():
         conn.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(organization_id),))
         conn.execute("SELECT set_config('rpm.actor_user_id', %s, true)", (str(user_id),))
-        if not _is_care_user(conn, user_id):
-            raise UnknownUserError(email)
+        if not _has_role(conn, user_id, roles):
+            raise refused(email)
         yield Actor(user_id, organization_id, email)
+
+
+def _acting(conn: Conn, email: str) -> contextlib.AbstractContextManager[Actor]:
+    """A care-team user's transaction (provider, care manager or admin)."""
+    return acting(conn, email, _CARE_ROLES, UnknownUserError)
 
 
 _SUMMARY = """
@@ -284,7 +292,7 @@ def _act(
             raise AlertNotFoundError(alert_id)
         if before["status"] not in allowed:
             raise InvalidTransitionError(alert_id, action.value, before["status"])
-        if "assignee" in params and not _is_care_user(conn, params["assignee"]):
+        if "assignee" in params and not _has_role(conn, params["assignee"], _CARE_ROLES):
             raise UnknownUserError(str(params["assignee"]))
         after = conn.execute(
             f"UPDATE vital_alerts SET {assignments} WHERE id = %(id)s RETURNING {columns}",

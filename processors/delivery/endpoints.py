@@ -13,9 +13,9 @@ returned once: the dispatcher signs with the stored text's UTF-8 bytes, which is
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ from pydantic_settings import SettingsConfigDict
 from processors.delivery.errors import DeliveryError
 from processors.delivery.notification import Priority
 from processors.delivery.ssrf import EgressPolicy, check_endpoint
-from processors.lifecycle import Conn, LifecycleSettings
+from processors.lifecycle import Actor, Conn, LifecycleSettings, acting
 
 __all__ = [
     "AdminRequiredError",
@@ -132,30 +132,9 @@ async def vet_url(url: str, policy: EgressPolicy, timeout_s: float = 5.0) -> Che
     return CheckedUrl(url, await check_endpoint(url, policy, timeout_s))
 
 
-def _lookup(conn: Conn, email: str) -> tuple[UUID, UUID] | None:
-    # Before the tenant is known only the login lookup (migration 0400) may cross tenants.
-    row = conn.execute("SELECT user_id, organization_id FROM user_login_lookup(%s)", (email,)).fetchone()
-    if row is None or row["user_id"] is None:
-        return None
-    return row["user_id"], row["organization_id"]
-
-
-@contextmanager
-def _acting(conn: Conn, email: str) -> Iterator[UUID]:
-    """A transaction in the admin's tenant with the admin named for the audit trigger; yields the organization."""
-    found = _lookup(conn, email)
-    if found is None:
-        raise AdminRequiredError(email)
-    user_id, organization_id = found
-    with conn.transaction():
-        conn.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(organization_id),))
-        conn.execute("SELECT set_config('rpm.actor_user_id', %s, true)", (str(user_id),))
-        admin = conn.execute(
-            "SELECT 1 FROM users WHERE id = %s AND is_active AND deleted_at IS NULL AND role = 'admin'", (user_id,)
-        ).fetchone()
-        if admin is None:
-            raise AdminRequiredError(email)
-        yield organization_id
+def _acting(conn: Conn, email: str) -> contextlib.AbstractContextManager[Actor]:
+    """A transaction in the admin's tenant with the admin named for the audit trigger."""
+    return acting(conn, email, ("admin",), AdminRequiredError)
 
 
 _COLUMNS = (
@@ -179,7 +158,7 @@ def add_endpoint(
     min_priority: Priority = Priority.LOW,
 ) -> Endpoint:
     """Registers an active endpoint of the admin's organization signing with `secret` (`generate_secret()`)."""
-    with _acting(conn, actor_email) as organization_id:
+    with _acting(conn, actor_email) as actor:
         try:
             # A savepoint: a refused INSERT must not leave the acting transaction aborted.
             with conn.transaction():
@@ -187,7 +166,7 @@ def add_endpoint(
                     "INSERT INTO webhook_endpoints (organization_id, name, url, secret, notification_types,"
                     " min_priority) VALUES (%s, %s, %s, %s, %s::notification_type[], %s::notification_priority)"
                     f" RETURNING {_COLUMNS}",
-                    (organization_id, name, checked.url, secret, list(notification_types), min_priority.value),
+                    (actor.organization_id, name, checked.url, secret, list(notification_types), min_priority.value),
                 ).fetchone()
         except psycopg.errors.CheckViolation as exc:
             raise InvalidEndpointError(f"check {exc.diag.constraint_name} refused the values") from exc
