@@ -111,13 +111,16 @@ def make_patient(
 
     A `controlled` patient (well treated, used by the scenarios) stays inside the care plans' warning
     thresholds except where a scenario pushes a vital out: a quarter of the condition's shift and of the spread
-    between patients, half the circadian amplitude and half the measurement noise.
+    between patients (at most one population sd), half the circadian amplitude and half the measurement noise.
     """
     rng = random.Random(f"patient:{seed}:{key}:{condition}")
     scale = 0.25 if controlled else 1.0
     baselines: dict[VitalType, Baseline] = {}
     for vital, (mean, between, sd, amplitude, peak) in _POPULATION.items():
-        own = mean + scale * (_SHIFT[condition].get(vital, 0.0) + rng.gauss(0, between))
+        spread = rng.gauss(0, between)
+        if controlled:  # a well-treated patient is never an outlier of the population
+            spread = max(-between, min(between, spread))
+        own = mean + scale * (_SHIFT[condition].get(vital, 0.0) + spread)
         daily = amplitude * (0.5 if controlled else 1.0)
         if vital is VitalType.SPO2:
             own = min(own, 98.8)

@@ -79,11 +79,12 @@ def _desaturation(d0: datetime) -> Script:
             Effect(
                 VitalType.HEART_RATE, onset, end, delta=18, ramp=timedelta(minutes=3), recover=timedelta(minutes=15)
             ),
+            # Tachypnoea that stays under the COPD template's warning_high (24/min): the episode is the SpO2's.
             Effect(
                 VitalType.RESPIRATORY_RATE,
                 onset,
                 end,
-                delta=7,
+                delta=5,
                 ramp=timedelta(minutes=3),
                 recover=timedelta(minutes=15),
             ),
