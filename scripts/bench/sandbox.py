@@ -29,7 +29,7 @@ from device_simulators.device import DeviceKind
 from device_simulators.fleet import Identity
 from device_simulators.provision import provision_fleet
 from device_simulators.publisher import Broker
-from ingest.broker_auth import BrokerUser, hash_password, new_secret, verify_password, write_atomically
+from ingest.broker_auth import BrokerUser, acl_block, hash_password, new_secret, verify_password, write_atomically
 from ingest.broker_sync import reload_broker, sync_broker
 from ingest.settings import IngestSettings
 from migrations.runner import migrate
@@ -110,8 +110,7 @@ class Sandbox:
             user = BrokerUser(LOADGEN_USER, hash_password(secret.read_text()), write=LOADGEN_TOPICS)
             passwd, acl = broker_dir / "passwd", broker_dir / "acl"
             write_atomically(passwd, passwd.read_text() + f"{user.username}:{user.password_hash}\n")
-            lines = [f"\nuser {user.username}", *(f"topic write {t}" for t in user.write)]
-            write_atomically(acl, acl.read_text() + "\n".join(lines) + "\n")
+            write_atomically(acl, acl.read_text() + "\n".join(acl_block(user)) + "\n")
         if reload:
             reload_broker(self.ingest)
 

@@ -14,8 +14,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest import provisioning
-from ingest.broker_auth import CredentialError, hash_password, verify_password
-from ingest.broker_sync import sync_broker
+from ingest.broker_auth import CredentialError, hash_password, render_acl, render_password_file, verify_password
+from ingest.broker_sync import broker_users, sync_broker
 from ingest.settings import IngestSettings
 from tests import mqtt_probe
 from tests.conftest import MqttDeviceFactory
@@ -152,3 +152,30 @@ def test_serials_unsafe_for_topics_are_refused(db: psycopg.Connection[Any], org:
     with pytest.raises(CredentialError):
         provisioning.add_device(db, organization_id=org.id, serial=serial, kind="scale")
     assert db.execute("SELECT count(*) FROM devices WHERE serial = %s", (serial,)).fetchone() == (0,)
+
+
+def test_the_acl_grants_devices_by_pattern_so_its_size_does_not_grow_with_the_fleet(
+    ingest_settings: IngestSettings,
+) -> None:
+    """Mosquitto re-reads the ACL on every reload in time quadratic in its user blocks (seconds of broker stall
+    at 10k devices): the ACL of 10,000 devices is the ACL of one."""
+    one = render_acl(broker_users(ingest_settings, [("DEV-000001", "$7$hash")]))
+    many = render_acl(broker_users(ingest_settings, [(f"DEV-{i:06d}", "$7$hash") for i in range(10_000)]))
+    assert one == many
+    assert "pattern write devices/%u/readings\npattern write devices/%u/status\n" in many
+    assert "DEV-" not in many
+
+
+def test_a_device_whose_serial_is_a_service_users_name_is_kept_off_the_broker(ingest_settings: IngestSettings) -> None:
+    service = ingest_settings.mqtt_ingest_user
+    users = broker_users(ingest_settings, [(service, "$7$device"), ("DEV-000001", "$7$hash")])
+    names = [u.username for u in users]
+    assert names.count(service) == 1 and "DEV-000001" in names
+    ingest = next(u for u in users if u.username == service)
+    assert verify_password(ingest_settings.mqtt_ingest_password.get_secret_value(), ingest.password_hash)
+    assert render_password_file(users).count(f"{service}:") == 1
+
+
+def test_a_revoked_serial_is_denied_even_though_the_pattern_would_grant_it(ingest_settings: IngestSettings) -> None:
+    acl = render_acl(broker_users(ingest_settings, []), revoked=["DEV-000002"])
+    assert "\nuser DEV-000002\ntopic deny devices/DEV-000002/#\n" in acl
