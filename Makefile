@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 
-.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest demo bench delivery bench-delivery bench-processors chaos
+.PHONY: help install services services-down status migrate migrate-status seed db-test db-compare dev test lint typecheck pytest fuzz demo bench delivery bench-delivery bench-processors chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ pytest: install  ## the test suite only (services must be up)
 	$(PY) -m pytest
 
 test: services migrate lint typecheck pytest  ## start services, migrate, lint, typecheck and run the tests
+
+fuzz: services migrate  ## the property tests with fresh random examples (make test replays fixed ones); repeat at will
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider $$(grep -rl '@given' tests)
 
 demo: services seed  ## fresh machine to a running pipeline: services, migrations, seed, the simulated fleet (<= 3 min), a summary
 	$(PY) -m scripts.demo
