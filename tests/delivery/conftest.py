@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from processors.delivery.__main__ import main
 from processors.delivery.dispatcher import DispatchConfig, Dispatcher
 from processors.delivery.in_app import InAppSender
 from processors.delivery.mail import EmailSender
@@ -246,6 +249,45 @@ def email(db: Conn, user_id: UUID) -> str:
     row = db.execute("SELECT email FROM users WHERE id = %s", (user_id,)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+@pytest.fixture
+def admin(db: Conn, org: factories.Organization) -> tuple[UUID, str]:
+    """An admin of the test's organization: (user id, email)."""
+    user_id = factories.create_user(db, org.id, role="admin")
+    return user_id, email(db, user_id)
+
+
+@pytest.fixture
+def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receivers listen on loopback: allow it, as a local deployment would."""
+    monkeypatch.setenv("DELIVERY_WEBHOOK_ALLOW_PRIVATE", "true")
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`python -m processors.delivery endpoints *argv`: (exit code, stdout, stderr)."""
+    # The CLI runs its own event loop (asyncio.run) for the DNS check: give it a thread, as a shell would a process.
+    code = await asyncio.to_thread(main, ["endpoints", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def add_endpoint(capsys: pytest.CaptureFixture[str], url: str, actor: str, *extra: str) -> dict[str, Any]:
+    """`endpoints add URL --name pager --json` as `actor`: the printed endpoint, with its secret."""
+    code, out, err = await cli(capsys, "add", url, "--name", "pager", "--as", actor, "--json", *extra)
+    assert code == 0, err
+    added: dict[str, Any] = json.loads(out)
+    return added
+
+
+def audit(db: Conn, endpoint_id: UUID) -> list[tuple[str, UUID, Any, Any]]:
+    """The endpoint's audit rows, oldest first: (action, actor, after, details)."""
+    rows = db.execute(
+        "SELECT action, actor_user_id, after, details FROM audit_logs"
+        " WHERE entity_type = 'webhook_endpoints' AND entity_id = %s ORDER BY occurred_at",
+        (endpoint_id,),
+    ).fetchall()
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def add_alert(

@@ -4,7 +4,6 @@ the printed secret against a real receiver and the real dispatcher, rotation, di
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -13,51 +12,15 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from processors.delivery.__main__ import main
 from processors.delivery.endpoints_cli import parse_grace
 from processors.delivery.errors import SignatureError
 from processors.delivery.signing import SIGNATURE_HEADER, verify
 from tests import factories
-from tests.delivery.conftest import FakeClock, MakeDispatcher, add_notification, email
+from tests.delivery.conftest import FakeClock, MakeDispatcher, add_endpoint, add_notification, audit, cli, email
 from tests.delivery.receivers import HttpReceiver
 
 Conn = psycopg.Connection[Any]
 Team = tuple[factories.Patient, dict[str, factories.Provider]]
-
-
-@pytest.fixture
-def admin(db: Conn, org: factories.Organization) -> tuple[UUID, str]:
-    user_id = factories.create_user(db, org.id, role="admin")
-    return user_id, email(db, user_id)
-
-
-@pytest.fixture
-def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The receivers listen on loopback: allow it, as a local deployment would."""
-    monkeypatch.setenv("DELIVERY_WEBHOOK_ALLOW_PRIVATE", "true")
-
-
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    # The CLI runs its own event loop (asyncio.run) for the DNS check: give it a thread, as a shell would a process.
-    code = await asyncio.to_thread(main, ["endpoints", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-async def add(capsys: pytest.CaptureFixture[str], url: str, actor: str, *extra: str) -> dict[str, Any]:
-    code, out, err = await cli(capsys, "add", url, "--name", "pager", "--as", actor, "--json", *extra)
-    assert code == 0, err
-    added: dict[str, Any] = json.loads(out)
-    return added
-
-
-def audit(db: Conn, endpoint_id: UUID) -> list[tuple[str, UUID, Any, Any]]:
-    rows = db.execute(
-        "SELECT action, actor_user_id, after, details FROM audit_logs"
-        " WHERE entity_type = 'webhook_endpoints' AND entity_id = %s ORDER BY occurred_at",
-        (endpoint_id,),
-    ).fetchall()
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 @pytest.mark.usefixtures("allow_private")
@@ -72,7 +35,7 @@ async def test_an_added_endpoint_receives_notifications_signed_with_the_printed_
 ) -> None:
     patient, team = care_team
     admin_id, admin_email = admin
-    added = await add(capsys, receiver.url + "/hook", admin_email)
+    added = await add_endpoint(capsys, receiver.url + "/hook", admin_email)
     printed = added["secret"]
     assert added["addresses"] == ["127.0.0.1"] and added["is_active"] and len(printed) >= 32
     endpoint = UUID(added["id"])
@@ -144,7 +107,7 @@ async def test_after_rotation_the_next_delivery_is_signed_with_the_new_secret(
 ) -> None:
     patient, team = care_team
     admin_id, admin_email = admin
-    added = await add(capsys, receiver.url + "/hook", admin_email)
+    added = await add_endpoint(capsys, receiver.url + "/hook", admin_email)
     first = added["secret"]
     endpoint = added["id"]
 
@@ -194,7 +157,7 @@ async def test_a_disabled_endpoint_receives_nothing_more(
 ) -> None:
     patient, team = care_team
     admin_id, admin_email = admin
-    added = await add(capsys, receiver.url + "/hook", admin_email)
+    added = await add_endpoint(capsys, receiver.url + "/hook", admin_email)
     receiver.secret = added["secret"].encode()
     add_notification(db, patient, team["nurse"].user_id)
     assert await make_dispatcher().run_once() == 2
@@ -232,7 +195,7 @@ async def test_only_admins_of_the_endpoints_organization_may_change_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, team = care_team
-    added = await add(capsys, receiver.url + "/hook", admin[1])
+    added = await add_endpoint(capsys, receiver.url + "/hook", admin[1])
     nurse = email(db, team["nurse"].user_id)
     code, _, err = await cli(capsys, "disable", added["id"], "--as", nurse)
     assert code == 1 and "only an organization's admins" in err
