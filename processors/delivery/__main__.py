@@ -1,6 +1,6 @@
 """`python -m processors.delivery`: run the delivery service (dispatcher + escalator) until SIGTERM.
 
-`python -m processors.delivery endpoints add|list|disable|rotate-secret`: configure webhook endpoints
+`python -m processors.delivery endpoints add|list|disable|enable|update|rotate-secret`: configure webhook endpoints
 (processors/delivery/endpoints_cli.py).
 """
 
