@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import os
 
 import psycopg
 import pytest
@@ -15,7 +14,6 @@ from ingest.broker_sync import sync_broker
 from ingest.settings import IngestSettings
 from migrations.settings import MigrationSettings
 from tests import factories, mqtt_probe
-
 
 # Property tests: `make test` runs the same examples every time (derandomize: a red CI names a defect a re-run
 # reproduces, not a lucky draw) with no wall-clock deadline (speed is measured by benchmarks, and a shared 2-core
