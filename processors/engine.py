@@ -34,6 +34,7 @@ from processors.notifications import Notification, for_alert, for_missed_check, 
 from processors.requirements import Requirement
 from processors.rules import Breach, Track, breach_at, clears_at, track
 from processors.schedule import expected_slots
+from processors.spells import spells
 from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
 from processors.symptoms import SymptomFlag, SymptomRuleKind
 
@@ -191,6 +192,8 @@ class _Run:
         episode: Episode | None,
     ) -> Episode | None:
         at = r.measured_at
+        if episode is not None and at < episode.opened_at and self._past(t, samples, index, r, requirement, episode):
+            return episode
         if t.level(index) is None:
             if (
                 episode is not None
@@ -227,6 +230,70 @@ class _Run:
                 self._clear(current, requirement, samples[j].measured_at, t.amount(j), samples[j].reading_id)
                 return None
         return current
+
+    def _past(
+        self,
+        t: Track,
+        samples: tuple[Sample, ...],
+        index: int,
+        r: CommittedReading,
+        requirement: Requirement,
+        episode: Episode,
+    ) -> bool:
+        """Records, written whole, the past episode this late reading completes before the open `episode`: in
+        measurement order it opens and clears before `episode` opened, and without this reading no such episode
+        overlaps it (one that does was recorded by an earlier arrival, and a resolved row is never changed).
+        Whether the reading belongs to such an episode (it then changes nothing else)."""
+        end = bisect.bisect_left([s.measured_at for s in samples], episode.opened_at)
+        until = episode.opened_at
+        spell = next(
+            (
+                s
+                for s in spells(t, samples, requirement, end, until)
+                if s.cleared is not None and s.opened <= index <= s.cleared
+            ),
+            None,
+        )
+        if spell is None or spell.cleared is None or spell.resolved_at is None:
+            return False
+        opened_at, resolved_at = samples[spell.opened].measured_at, spell.resolved_at
+        others = (*samples[:index], *samples[index + 1 :])
+        if any(
+            k.resolved_at is not None and others[k.opened].measured_at <= resolved_at and opened_at <= k.resolved_at
+            for k in spells(track(others, requirement, t.direction), others, requirement, end - 1, until)
+        ):
+            return True
+        severity = max((b.severity for b in spell.breaches), key=lambda s: s.rank)
+        opener = samples[spell.opened].reading_id
+        past = Episode(
+            # Its own id space: a past episode is written once, whole, never as a change of another row.
+            alert_id=stable_id(
+                opened_at, "vital_alert_past", self.ctx.patient_id, r.vital_type_id, t.direction, opener
+            ),
+            direction=t.direction,
+            severity=severity,
+            rule=spell.breach.rule,
+            retrospective=True,
+            opened_at=opened_at,
+            changed_at=resolved_at,
+            requirement_id=requirement.id,
+            requirement_version=requirement.version,
+            trigger_reading_ids=tuple(
+                dict.fromkeys(samples[i].reading_id for b in spell.breaches for i in b.positions)
+            ),
+            value=t.amount(spell.cleared),
+            threshold=requirement.threshold(t.direction, severity),
+            last_notified_at=None,
+            # The transitions it went through: opened, each escalation, cleared.
+            revision=len(spell.breaches) + 1,
+        )
+        self._emit(
+            ChangeKind.CLEARED, past, requirement, AlertStatus.RESOLVED, resolved_at,
+            samples[spell.cleared].reading_id, notify=False,
+        )  # fmt: skip
+        if t.level(index) is not None:
+            self._symptoms(past, t, samples, index, r)
+        return True
 
     def _open(
         self,

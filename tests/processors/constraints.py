@@ -71,6 +71,17 @@ class Tables:
             assert a.revision < known.revision or a.changed_at >= known.changed_at, "updated_at went backwards"
             if a.revision <= known.revision:
                 return
+        if known is None and a.status is AlertStatus.RESOLVED:
+            # A past episode written whole (docs/processors.md): recorded, never paged, and over before the episode
+            # open in its direction began (it never overlaps it).
+            assert a.retrospective and a.last_notified_at is None, "a past episode written whole paged"
+            assert a.resolved_at is not None
+            assert all(
+                a.resolved_at < x.opened_at
+                for x in self.alerts.values()
+                if x.status is not AlertStatus.RESOLVED
+                and (x.vital_type_id, x.direction) == (a.vital_type_id, a.direction)
+            ), "a past episode overlaps the open one"
         self.alerts[a.alert_id] = a
         # vital_alerts_one_open: one unresolved episode per patient x vital type x direction.
         open_now = [

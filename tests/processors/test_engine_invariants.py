@@ -209,12 +209,24 @@ def test_an_older_critical_reading_escalates_an_open_retrospective_episode_at_it
 
 def test_an_older_breach_separated_from_a_retrospective_episode_does_not_escalate_it() -> None:
     """a (160) measured before x (80), which would have cleared it, belongs to an earlier stretch, not to the
-    episode c (125) opened: the episode stays at warning."""
+    episode c (125) opened: the episode stays at warning. The earlier stretch is an episode of its own, recorded
+    whole (opened at a, resolved at x), retrospective, paging nobody."""
     x, c, a = events([("hr", 80, 0, 0), ("hr", 125, 120, 60), ("hr", 160, 1, 150)])
-    assert isinstance(a, CommittedReading) and isinstance(x, CommittedReading) and a.measured_at < x.measured_at
-    tables, _ = play([x, c, a], context(_rules(hysteresis_margin=5)))
-    (alert,) = tables.alerts.values()
+    assert isinstance(a, CommittedReading) and isinstance(x, CommittedReading) and isinstance(c, CommittedReading)
+    assert a.measured_at < x.measured_at
+    tables, state = play([x, c, a], context(_rules(hysteresis_margin=5)))
+    alerts = {alert.opened_at: alert for alert in tables.alerts.values()}
+    assert alerts.keys() == {a.measured_at, c.measured_at}
+    alert = alerts[c.measured_at]
     assert (alert.kind, alert.severity.value, alert.revision) == (ChangeKind.OPENED, "warning", 1)
+    past = alerts[a.measured_at]
+    assert (past.kind, past.status, past.severity.value, past.retrospective, past.revision) == (
+        ChangeKind.CLEARED, AlertStatus.RESOLVED, "critical", True, 2,
+    )  # fmt: skip
+    assert (past.resolved_at, past.changed_at, past.last_notified_at) == (x.measured_at, x.measured_at, None)
+    assert past.trigger_reading_ids == (a.reading_id,)
+    assert not tables.notification_keys
+    assert state is not None and open_alert_ids(state) == {alert.alert_id}
 
 
 def test_an_older_in_range_reading_does_not_clear_a_retrospective_episode_that_newer_data_holds_open() -> None:

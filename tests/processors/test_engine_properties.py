@@ -107,6 +107,13 @@ def test_episodes_are_consistent(spec: list[tuple[int, int, int]]) -> None:
         if isinstance(o, AlertChange):
             changes.setdefault(o.alert_id, []).append(o)
     for history in changes.values():
+        if history[0].kind is ChangeKind.CLEARED:
+            # A past episode written whole (docs/processors.md): one row, already resolved, retrospective, never
+            # paged, at the revision its transitions would have reached (opened, escalations, cleared).
+            (whole,) = history
+            assert whole.retrospective and whole.last_notified_at is None and whole.revision >= 2
+            assert whole.resolved_at == whole.changed_at and whole.opened_at < whole.changed_at
+            continue
         assert [c.revision for c in history] == list(range(1, len(history) + 1))
         assert history[0].kind is ChangeKind.OPENED
         assert all(c.kind is not ChangeKind.OPENED for c in history[1:])
