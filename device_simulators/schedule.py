@@ -59,14 +59,19 @@ def local_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
 
 
 def measurement_times(
-    schedule: Schedule, timezone: str, start: datetime, end: datetime, rng: random.Random
+    schedule: Schedule, timezone: str, start: datetime, end: datetime, key: str
 ) -> Iterator[datetime]:
-    """Measurement instants (UTC, ascending) in [start, end)."""
+    """Measurement instants (UTC, ascending) in [start, end).
+
+    Each nominal slot draws its jitter and whether it is skipped from `key`, its day and its time alone, so two
+    windows that overlap agree on every instant of the overlap.
+    """
     zone = ZoneInfo(timezone)
     day = start.astimezone(zone).date() - timedelta(days=1)
     last = end.astimezone(zone).date() + timedelta(days=1)
     while day <= last:
         for nominal in schedule.times:
+            rng = random.Random(f"{key}:{day.isoformat()}:{nominal.isoformat()}")
             jitter = max(
                 -schedule.jitter_bound_minutes,
                 min(schedule.jitter_bound_minutes, rng.gauss(0, schedule.jitter_minutes)),

@@ -45,13 +45,15 @@ def simulate(
 ) -> list[Envelope]:
     """Every message the subject's devices send in [start, end), ordered by send time.
 
-    Each device numbers its messages (`meta.seq` from 1) and uploads a few seconds after measuring.
+    Each device numbers its messages (`meta.seq` from 1) and uploads a few seconds after measuring. A measurement
+    draws its noise and upload delay from the seed, the serial and its instant alone, so runs over overlapping
+    windows send identical readings for the overlap (a re-run is stored as duplicates, never as conflicting ones).
     """
     out: list[Envelope] = []
     for device in subject.devices:
-        rng = random.Random(f"sim:{seed}:{device.serial}")
+        key = f"sim:{seed}:{device.serial}"
         schedule = schedule_for(device.kind, subject.patient.condition, skip_probability=script.skip_probability)
-        times = set(measurement_times(schedule, subject.patient.timezone, start, end, rng))
+        times = set(measurement_times(schedule, subject.patient.timezone, start, end, key))
         times.update(t for t in script.extra.get(device.kind, ()) if start <= t < end)
         silent = [s for s in script.silences if s.kind is device.kind]
         battery = 1.0
@@ -59,10 +61,13 @@ def simulate(
         for at in sorted(times):
             if any(s.start <= at < s.end for s in silent):
                 continue
+            rng = random.Random(f"{key}:{at.isoformat()}")
             readings = take_measurement(device, subject.patient, at, rng, script.effects)
             seq += 1
             battery = max(0.05, battery - 0.002)
             sent_at = at + timedelta(seconds=rng.uniform(2, 20), microseconds=rng.randrange(1000) * 1000)
+            if out and out[-1].serial == device.serial and sent_at <= out[-1].send_at:
+                sent_at = out[-1].send_at + timedelta(milliseconds=1)  # one upload queue: in measurement order
             message = Message(
                 message_id=f"{device.serial}:{seq}",
                 readings=readings,
