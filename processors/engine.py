@@ -34,7 +34,7 @@ from processors.notifications import Notification, for_alert, for_missed_check, 
 from processors.requirements import Requirement
 from processors.rules import Breach, Track, breach_at, clears_at, track
 from processors.schedule import expected_slots
-from processors.spells import spells
+from processors.spells import calm_before, spells
 from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
 from processors.symptoms import SymptomFlag, SymptomRuleKind
 
@@ -246,10 +246,12 @@ class _Run:
         Whether the reading belongs to such an episode (it then changes nothing else)."""
         end = bisect.bisect_left([s.measured_at for s in samples], episode.opened_at)
         until = episode.opened_at
+        # Positions before `start` are the same in both windows and no episode is open there.
+        start = calm_before(t, samples, requirement, index)
         spell = next(
             (
                 s
-                for s in spells(t, samples, requirement, end, until)
+                for s in spells(t, samples, requirement, (start, end), until, samples[index].measured_at)
                 if s.cleared is not None and s.opened <= index <= s.cleared
             ),
             None,
@@ -260,7 +262,9 @@ class _Run:
         others = (*samples[:index], *samples[index + 1 :])
         if any(
             k.resolved_at is not None and others[k.opened].measured_at <= resolved_at and opened_at <= k.resolved_at
-            for k in spells(track(others, requirement, t.direction), others, requirement, end - 1, until)
+            for k in spells(
+                track(others, requirement, t.direction), others, requirement, (start, end - 1), until, resolved_at
+            )
         ):
             return True
         severity = max((b.severity for b in spell.breaches), key=lambda s: s.rank)

@@ -17,7 +17,7 @@ from processors.requirements import Requirement
 from processors.rules import Breach, Track, breach_at, clears_at
 from processors.state import Sample
 
-__all__ = ["Spell", "spells"]
+__all__ = ["Spell", "calm_before", "spells"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +37,25 @@ class Spell:
         return (self.breach, *(b for _, b in self.escalations))
 
 
-def spells(t: Track, samples: Sequence[Sample], requirement: Requirement, end: int, until: datetime) -> list[Spell]:
-    """The episodes the readings at positions [0, end) open, escalate and clear in measurement order, up to
-    `until` (measured after them all). A spell clears at a reading by the hysteresis rules, or, when back inside
-    for `clear_minutes` before the next reading (or `until`), at the instant the quiet time was reached (a tick
-    would have cleared it then)."""
+def spells(
+    t: Track,
+    samples: Sequence[Sample],
+    requirement: Requirement,
+    span: tuple[int, int],
+    until: datetime,
+    stop: datetime,
+) -> list[Spell]:
+    """The episodes the readings at positions [start, end) (`span`; no episode is open at `start`) open, escalate
+    and clear in measurement order, up to `until` (measured after them all), ending with the first position
+    measured after `stop` at which none is open. A spell clears at a reading by the hysteresis rules, or, when back
+    inside for `clear_minutes` before the next reading (or `until`), at the instant the quiet time was reached (a
+    tick would have cleared it then)."""
+    start, end = span
     found: list[Spell] = []
     current: Spell | None = None
-    for j in range(end + 1):
+    for j in range(start, end + 1):
+        if current is None and j < end and samples[j].measured_at > stop:
+            return found
         if current is not None and j > current.opened + 1:
             quiet = _quiet_clear(t, samples, j - 1, requirement, current, samples[j].measured_at if j < end else until)
             if quiet is not None:
@@ -85,3 +96,20 @@ def _quiet_clear(
     if at >= next_at:
         return None
     return Spell(spell.opened, spell.breach, spell.escalations, last, max(at, samples[last].measured_at))
+
+
+def calm_before(t: Track, samples: Sequence[Sample], requirement: Requirement, index: int) -> int:
+    """A position at or before `index` where a replay may start with no episode open: just after a run of
+    readings inside (none breaching) long enough to clear any episode opened before it; 0 if none is known."""
+    count = 0
+    for q in range(index - 1, -1, -1):
+        if not t.inside(q) or t.level(q) is not None:
+            count = 0
+            continue
+        count += 1
+        first, last = samples[q].measured_at, samples[q + count - 1].measured_at
+        by_count = requirement.clears_by_count and count >= requirement.clear_count
+        by_time = requirement.clear_minutes is not None and last - first >= timedelta(minutes=requirement.clear_minutes)
+        if by_count or by_time:
+            return q + count
+    return 0
