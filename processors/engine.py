@@ -8,7 +8,8 @@ Readings are placed in their vital type's window by measurement time and judged 
   it may open a retrospective episode, which never pages (and is resolved at once if the readings already seen
   after it clear it), escalate the retrospective episode it belongs to, or clear an episode that no newer reading
   holds open; it never changes a live episode's severity and never notifies except for an all-clear of an
-  episode that had paged.
+  episode that had paged. Measured before the open episode of its direction, it may complete an episode of its
+  own in the past (`processors.spells`), recorded whole: one resolved, retrospective row.
 
 An episode's time only moves on (the tables' CHECKs hold it: `updated_at >= opened_at`, `resolved_at >= opened_at`,
 a symptom resolves after its onset): a change caused by a reading older than the episode's last change is recorded
