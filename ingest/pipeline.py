@@ -1,7 +1,9 @@
 """Received messages -> batches -> writers -> acknowledgements, with bounded queues end to end.
 
-A message's `submit` returns True once its readings are committed or its refusal is stored (the MQTT handler
-then sends PUBACK), or False when the service stops before that (no PUBACK: the broker redelivers).
+A message is settled once: True once its readings are committed or its refusal is stored (the MQTT adapter then
+sends PUBACK), or False when the service stops before that (no PUBACK: the broker redelivers). The MQTT adapter
+hands messages over synchronously with `offer` and a settle callback (no task or future per message); `submit`
+is the awaitable form.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -30,12 +33,34 @@ from ingest.writer import Writer, Written, touch_devices
 logger = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Delivery:
-    """A received message waiting for its fate; `done` resolves True (acknowledge) or False (do not)."""
+Settle = Callable[["Delivery", bool], None]
 
-    envelope: Envelope
-    done: asyncio.Future[bool]
+
+class Delivery:
+    """A received message waiting for its fate: `settle` calls `on_settled` once, with True (acknowledge) or False
+    (do not). `token` is the caller's (the MQTT packet id, or the future of `Pipeline.submit`)."""
+
+    __slots__ = ("envelope", "on_settled", "settled", "token")
+
+    def __init__(self, envelope: Envelope, on_settled: Settle, token: Any) -> None:
+        self.envelope = envelope
+        self.on_settled = on_settled
+        self.token = token
+        self.settled = False
+
+    def settle(self, durable: bool) -> bool:
+        """Settles the message unless it already was; returns whether this call did."""
+        if self.settled:
+            return False
+        self.settled = True
+        self.on_settled(self, durable)
+        return True
+
+
+def _resolve(delivery: Delivery, durable: bool) -> None:
+    done: asyncio.Future[bool] = delivery.token
+    if not done.done():
+        done.set_result(durable)
 
 
 class Lifecycle:
@@ -81,7 +106,9 @@ class Pipeline:
         # At most one batch waiting per writer: beyond that the collector waits and the inbound queue fills.
         self._batches: asyncio.Queue[list[Delivery] | None] = asyncio.Queue(settings.ingest_writers)
         self._seen_written: dict[UUID, float] = {}
-        self._pending: set[asyncio.Future[bool]] = set()
+        # Received and not yet settled (abandon() settles them as not durable); waiting for room in the queue.
+        self._pending: set[Delivery] = set()
+        self._waiting = 0
         # The service starts only once the database answered; a failed write clears this, a commit sets it.
         self.database_ok = True
         metrics.queue_depth.set_function(self._inbound.qsize)
@@ -90,15 +117,35 @@ class Pipeline:
     def depth(self) -> int:
         return self._inbound.qsize()
 
+    def deliver(self, delivery: Delivery) -> bool:
+        """Queues a message without waiting (its `on_settled` is called later, once).
+
+        Returns False when the queue has no room (or others already wait for it): the caller then awaits
+        `enqueue(delivery)`, so backpressure is the same as `submit`'s.
+        """
+        if self._waiting or self._inbound.full():
+            return False
+        self._pending.add(delivery)
+        self._inbound.put_nowait(delivery)
+        return True
+
+    async def enqueue(self, delivery: Delivery) -> None:
+        """Queues a message, waiting while the queue is full."""
+        self._pending.add(delivery)
+        self._waiting += 1
+        try:
+            await self._inbound.put(delivery)
+        except BaseException:
+            self._pending.discard(delivery)
+            raise
+        finally:
+            self._waiting -= 1
+
     async def submit(self, envelope: Envelope) -> bool:
         """Queues a message (waiting while the queue is full) and returns whether it became durable."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.add(done)
-        try:
-            await self._inbound.put(Delivery(envelope, done))
-            return await done
-        finally:
-            self._pending.discard(done)
+        await self.enqueue(Delivery(envelope, _resolve, done))
+        return await done
 
     async def run_collector(self) -> None:
         """Cuts the inbound stream into batches by size or age; after stop, flushes what was received."""
@@ -138,9 +185,7 @@ class Pipeline:
                 try:
                     conn = await self._write_batch(conn, batch)
                 finally:
-                    for delivery in batch:
-                        if not delivery.done.done():
-                            delivery.done.set_result(False)
+                    self._settle(batch, False)
         except Exception:
             logger.exception("writer failed")
             raise
@@ -202,9 +247,7 @@ class Pipeline:
 
     def _committed(self, batch: list[Delivery], written: Written, seconds: float) -> None:
         self.database_ok = True
-        for delivery in batch:
-            if not delivery.done.done():
-                delivery.done.set_result(True)
+        self._settle(batch, True)
         self._metrics.acks.inc(len(batch))
         self._metrics.record(written, seconds)
         if written.outbox_id is not None and self._relay is not None:
@@ -232,13 +275,16 @@ class Pipeline:
         if len(self._seen_written) > 1_000_000:
             self._seen_written.clear()
 
+    def _settle(self, batch: list[Delivery], durable: bool) -> None:
+        pending = self._pending
+        for delivery in batch:
+            if not delivery.settled:
+                pending.discard(delivery)
+                delivery.settle(durable)
+
     def abandon(self) -> int:
-        """Resolves every message not yet written as not durable (once the writers are done or out of time)."""
+        """Settles every message not yet written as not durable (once the writers are done or out of time)."""
         while not self._inbound.empty():
             self._inbound.get_nowait()
-        count = 0
-        for done in list(self._pending):
-            if not done.done():
-                done.set_result(False)
-                count += 1
-        return count
+        pending, self._pending = self._pending, set()
+        return sum(delivery.settle(False) for delivery in pending)

@@ -1,13 +1,15 @@
 """The MQTT adapter (gmqtt): a persistent MQTT 5 session whose PUBACKs are sent only after commit.
 
-gmqtt with `optimistic_acknowledgement=False` runs an async `on_message` as a task and sends the PUBACK from the
-task's done-callback with the reason code the handler returned (gmqtt/mqtt/handler.py,
-`_handle_qos_1_publish_packet` / `__handle_publish_callback`). So the handler awaits the pipeline and returns
-0 only once the message is durable. A negative PUBACK (>= 0x80) would still end the broker's delivery, so a
-message that is *not* durable must never be answered on a live connection: its handler waits until the
-connection is closed and only then returns (the PUBACK write to a closed transport is dropped), and the broker
-redelivers it to the next session. The broker never has more than Receive Maximum unacknowledged messages in
-flight to us, which bounds the handler tasks and the memory they hold.
+gmqtt with `optimistic_acknowledgement=False` runs an async `on_message` as a task per message and sends the
+PUBACK from the task's done-callback (gmqtt/mqtt/handler.py, `_handle_qos_1_publish_packet` /
+`__handle_publish_callback`). That task, and the future it awaited in the pipeline, were per-message CPU that
+bought nothing, so the adapter takes gmqtt's QoS 1 step itself (`_on_publish`, called with the packet id as
+gmqtt's handler parsed it): a reading is handed to the pipeline synchronously with a settle callback, and the
+PUBACK (reason 0) is queued only when the pipeline settles the message as durable (its readings committed or its
+refusal stored). A message that is *not* durable is never answered (a negative PUBACK, >= 0x80, would still end
+the broker's delivery): the broker redelivers it to the next session. The broker never has more than Receive
+Maximum unacknowledged messages in flight to us, which bounds the deliveries held; when the pipeline's queue is
+full a message waits for room in a task of its own (backpressure as before).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import gmqtt
@@ -26,29 +31,27 @@ from ingest.backoff import Backoff
 from ingest.clock import Clock
 from ingest.metrics import Metrics
 from ingest.payload import parse_topic
-from ingest.pipeline import Lifecycle, Pipeline
+from ingest.pipeline import Delivery, Lifecycle, Pipeline
 from ingest.settings import IngestSettings
 from ingest.status import StatusTracker
 
 logger = logging.getLogger(__name__)
-
-SUCCESS = 0
-NOT_ACKNOWLEDGED = 0x80  # only ever "sent" to a closed connection, see the module docstring
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc]
     """gmqtt's client with capped, jittered reconnect delays instead of its fixed one, and PUBACKs coalesced.
 
     gmqtt writes each PUBACK to the socket on its own (one send() system call per message, the largest single
-    cost of a message after the event loop's own, by py-spy). A committed batch releases its handlers together,
-    so their PUBACKs are gathered and written in one piece on the next loop iteration: still only after the
-    handler returned (after commit), to the connection gmqtt would have used, and dropped like gmqtt drops them
-    when that connection is closing (the broker then redelivers).
+    cost of a message after the event loop's own, by py-spy). A committed batch settles its messages together,
+    so their PUBACKs are gathered and written in one piece on the next loop iteration: still only after commit,
+    to the connection gmqtt would have used, and dropped like gmqtt drops them when that connection is closing
+    (the broker then redelivers).
     """
 
     backoff: Backoff
     metrics: Metrics
     pending_acks: list[bytes]
+    on_settled: Any  # the subscriber's settle callback for this client's deliveries
 
     async def reconnect(self, delay: bool = False) -> None:
         if delay:
@@ -57,7 +60,7 @@ class _Client(gmqtt.Client):  # type: ignore[misc]
         await super().reconnect(delay=delay)
 
     def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
-        # gmqtt's handler calls this for PUBACK (and the QoS 2 commands, which ingest never subscribes with).
+        # `acknowledge` calls this for PUBACK (and gmqtt for the QoS 2 commands, which ingest never subscribes with).
         if cmd != MQTTCommands.PUBACK:
             super()._send_command_with_mid(cmd, mid, dup, reason_code=reason_code)
             return
@@ -65,6 +68,10 @@ class _Client(gmqtt.Client):  # type: ignore[misc]
             asyncio.get_running_loop().call_soon(self.flush_acks)
         version = self._connection_state.protocol_version
         self.pending_acks.append(CommandWithMidPacket.build_package(cmd, mid, dup, reason_code, version))
+
+    def acknowledge(self, mid: int) -> None:
+        """Queues the PUBACK (success) of a received message that became durable."""
+        self._send_command_with_mid(MQTTCommands.PUBACK, mid, False)
 
     def flush_acks(self) -> None:
         """Writes the gathered PUBACKs in one piece (nothing when the connection is gone or closing)."""
@@ -99,8 +106,8 @@ class Subscriber:
         self._life = lifecycle
         self._clock = clock
         self._accepting = True
-        self._closed = asyncio.Event()
         self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(settings.ingest_reconnect_initial_s, settings.ingest_reconnect_max_s)
         self.connected = False
         metrics.inflight.set_function(lambda: self._inflight)
@@ -117,10 +124,15 @@ class Subscriber:
         client.backoff = self._backoff
         client.pending_acks = []
         client.metrics = self._metrics
+        client.on_settled = partial(self._settled, client)
         client.set_auth_credentials(s.mqtt_ingest_user, s.mqtt_ingest_password.get_secret_value())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        handler = client._package_handler
+        if not callable(getattr(handler, "_handle_qos_1_publish_packet", None)):
+            raise RuntimeError("gmqtt changed: no _handle_qos_1_publish_packet to take over")
+        # gmqtt's _handle_publish_packet calls this with (mid, payload, topic, properties) for each QoS 1 PUBLISH.
+        handler._handle_qos_1_publish_packet = partial(self._on_publish, client)
         return client
 
     async def run(self) -> None:
@@ -141,7 +153,6 @@ class Subscriber:
                     logger.warning("MQTT disconnect failed: %s", exc)
             self.connected = False
             self._metrics.mqtt_connected.set(0)
-            self._closed.set()
 
     async def _connect(self) -> _Client | None:
         s = self._settings
@@ -168,10 +179,10 @@ class Subscriber:
         return None
 
     async def _wait_for_acks(self) -> None:
-        """Waits (within the grace period) until every handler knows its message's fate and durable ones returned.
+        """Waits (within the grace period) until every received message is settled.
 
-        After the writers drained, whatever is still queued (or still being queued by a handler that was waiting
-        for room) will not be written: it is resolved as not durable.
+        After the writers drained, whatever is still queued (or still waiting for room in the queue) will not be
+        written: it is settled as not durable.
         """
         deadline = self._life.deadline()
         timeout = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
@@ -180,10 +191,8 @@ class Subscriber:
         while self._inflight > 0 and not self._life.past_deadline():
             self._pipeline.abandon()
             await asyncio.sleep(0.005)
-        # gmqtt hands a PUBACK over from the done-callback, one loop iteration after the handler returned (then
-        # `run` flushes what _Client gathered).
-        for _ in range(3):
-            await asyncio.sleep(0)
+        # A settled message's PUBACK is gathered at once; `run` then flushes what _Client gathered.
+        await asyncio.sleep(0)
 
     def _on_connect(self, client: _Client, flags: int, rc: int, properties: dict[str, Any]) -> None:
         s = self._settings
@@ -209,32 +218,48 @@ class Subscriber:
         self.connected = False
         self._metrics.mqtt_connected.set(0)
 
-    async def _on_message(
-        self, client: _Client, topic: str, payload: bytes, qos: int, properties: dict[str, Any]
-    ) -> int:
+    def _on_publish(self, client: _Client, mid: int, payload: bytes, topic: str, properties: dict[str, Any]) -> None:
         received_at = self._clock()
         if not self._accepting:
-            await self._closed.wait()
-            return NOT_ACKNOWLEDGED
+            return  # never acknowledged: the broker redelivers it to the next session
         self._inflight += 1
+        # Only a topic ending in /status can be one (the regex is left to the rare status message).
+        parsed = parse_topic(topic) if topic.endswith("/status") else None
+        if parsed is not None and parsed.kind == "status":
+            self._metrics.received_status.inc()
+            retained = bool(properties.get("retain"))
+            self._spawn(self._on_status(client, mid, parsed.serial, payload, retained, received_at))
+            return
+        self._metrics.received_readings.inc()
+        delivery = Delivery(Envelope(topic, payload, received_at), client.on_settled, mid)
+        if not self._pipeline.deliver(delivery):
+            self._spawn(self._wait_for_room(delivery))
+
+    def _settled(self, client: _Client, delivery: Delivery, durable: bool) -> None:
+        self._inflight -= 1
+        if durable:
+            client.acknowledge(delivery.token)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_room(self, delivery: Delivery) -> None:
         try:
-            # Only a topic ending in /status can be one (the regex is left to the rare status message).
-            parsed = parse_topic(topic) if topic.endswith("/status") else None
-            if parsed is not None and parsed.kind == "status":
-                self._metrics.received_status.inc()
-                if self._status is None:
-                    durable = True
-                else:
-                    retained = bool(properties.get("retain"))
-                    durable = await self._status.submit(
-                        parsed.serial, payload, retained=retained, received_at=received_at
-                    )
-            else:
-                self._metrics.received_readings.inc()
-                durable = await self._pipeline.submit(Envelope(topic, payload, received_at))
+            await self._pipeline.enqueue(delivery)
+        except BaseException:
+            delivery.settle(False)
+            raise
+
+    async def _on_status(
+        self, client: _Client, mid: int, serial: str, payload: bytes, retained: bool, received_at: datetime
+    ) -> None:
+        try:
+            durable = True
+            if self._status is not None:
+                durable = await self._status.submit(serial, payload, retained=retained, received_at=received_at)
         finally:
             self._inflight -= 1
         if durable:
-            return SUCCESS
-        await self._closed.wait()
-        return NOT_ACKNOWLEDGED
+            client.acknowledge(mid)

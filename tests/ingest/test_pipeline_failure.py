@@ -16,7 +16,7 @@ from ingest.database import as_ingest_error
 from ingest.errors import DatabaseUnavailableError
 from ingest.identity import RecentIdentities
 from ingest.metrics import Metrics
-from ingest.pipeline import Lifecycle, Pipeline
+from ingest.pipeline import Delivery, Lifecycle, Pipeline
 from ingest.settings import IngestSettings
 from ingest.units import UnitRegistry
 from ingest.writer import Writer
@@ -78,3 +78,31 @@ async def test_the_collector_stops_when_cancelled_as_a_message_arrives(units: Un
     assert done == {collector} and collector.cancelled()
     pipeline.abandon()
     assert await submitted is False
+
+
+async def test_a_full_queue_makes_deliveries_wait_and_each_is_settled_once(units: UnitRegistry) -> None:
+    """The MQTT adapter hands messages over without waiting (`deliver`); with no room it must wait (`enqueue`),
+    and later messages queue behind the waiting one instead of overtaking it. Every message is settled exactly
+    once: here abandoned (not durable, so never acknowledged)."""
+    settings = IngestSettings(ingest_writers=1, ingest_queue_max=2)
+    pipeline = Pipeline(
+        settings, Writer(units, settings.limits, RecentIdentities(0), None), None, Metrics(), Lifecycle(5)
+    )
+    settled: list[tuple[int, bool]] = []
+
+    def on_settled(delivery: Delivery, durable: bool) -> None:
+        settled.append((delivery.token, durable))
+
+    payload = json.dumps({"message_id": "m", "readings": [reading()]}).encode()
+    deliveries = [Delivery(Envelope("devices/x/readings", payload, datetime.now(UTC)), on_settled, i) for i in range(4)]
+    assert [pipeline.deliver(d) for d in deliveries[:3]] == [True, True, False]
+    waiting = asyncio.create_task(pipeline.enqueue(deliveries[2]))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and pipeline.depth == 2
+    assert pipeline.abandon() == 3  # also empties the queue: the waiting delivery gets its room
+    await asyncio.wait_for(waiting, 1)
+    assert pipeline.depth == 1
+    assert pipeline.deliver(deliveries[3])
+    assert pipeline.abandon() == 1  # the one that waited was settled already
+    assert pipeline.abandon() == 0
+    assert sorted(settled) == [(0, False), (1, False), (2, False), (3, False)]
