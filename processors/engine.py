@@ -36,7 +36,7 @@ from processors.requirements import Requirement
 from processors.rules import Breach, Track, breach_at, clears_at, track
 from processors.schedule import expected_slots
 from processors.spells import calm_before, spells
-from processors.state import DeviceState, Episode, PatientState, Sample, VitalState
+from processors.state import DeviceState, Episode, PatientState, Resolved, Sample, VitalState
 from processors.symptoms import SymptomFlag, SymptomRuleKind
 
 __all__ = ["Evaluation", "Output", "evaluate", "event_time", "forget", "open_alert_ids"]
@@ -94,6 +94,8 @@ class _Run:
         self.cfg = config
         self.state = state
         self.outputs: list[Output] = []
+        # Episodes resolved during this evaluation, by vital type (kept in the vital's state by `_remember`).
+        self.resolved: dict[int, list[Resolved]] = {}
 
     # -- readings -------------------------------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ class _Run:
         vital = self._trim(vital, self.ctx.requirement_at(r.vital_type_id, vital.samples[-1].measured_at))
 
         vitals = dict(self.state.vitals)
-        vitals[r.vital_type_id] = vital
+        vitals[r.vital_type_id] = self._remember(vital, r.vital_type_id)
         seen = (*self.state.seen, reading_key)[-self.cfg.seen_ids :]
         self.state = replace(self.state, vitals=vitals, devices=devices, seen=seen)
 
@@ -147,7 +149,7 @@ class _Run:
             if live:
                 after = self._live(t, samples, index, r, requirement, before)
             else:
-                after = self._retrospective(t, samples, index, r, requirement, before)
+                after = self._retrospective(t, samples, index, r, requirement, before, vital.resolved)
             if after is not None and t.level(index) is not None:
                 after = self._symptoms(after, t, samples, index, r)
             if after is None:
@@ -191,9 +193,14 @@ class _Run:
         r: CommittedReading,
         requirement: Requirement,
         episode: Episode | None,
+        resolved: tuple[Resolved, ...],
     ) -> Episode | None:
         at = r.measured_at
-        if episode is not None and at < episode.opened_at and self._past(t, samples, index, r, requirement, episode):
+        if (
+            episode is not None
+            and at < episode.opened_at
+            and self._past(t, samples, index, r, requirement, episode, resolved)
+        ):
             return episode
         if t.level(index) is None:
             if (
@@ -240,6 +247,7 @@ class _Run:
         r: CommittedReading,
         requirement: Requirement,
         episode: Episode,
+        resolved: tuple[Resolved, ...],
     ) -> bool:
         """Records, written whole, the past episode this late reading completes before the open `episode`: in
         measurement order it opens and clears before `episode` opened, and without this reading no such episode
@@ -260,6 +268,10 @@ class _Run:
         if spell is None or spell.cleared is None or spell.resolved_at is None:
             return False
         opened_at, resolved_at = samples[spell.opened].measured_at, spell.resolved_at
+        if any(
+            k.direction is t.direction and k.opened_at <= resolved_at and opened_at <= k.resolved_at for k in resolved
+        ):
+            return True
         others = (*samples[:index], *samples[index + 1 :])
         if any(
             k.resolved_at is not None and others[k.opened].measured_at <= resolved_at and opened_at <= k.resolved_at
@@ -296,6 +308,7 @@ class _Run:
             ChangeKind.CLEARED, past, requirement, AlertStatus.RESOLVED, resolved_at,
             samples[spell.cleared].reading_id, notify=False,
         )  # fmt: skip
+        self.resolved.setdefault(r.vital_type_id, []).append(Resolved(t.direction, opened_at, resolved_at))
         if t.level(index) is not None:
             self._symptoms(past, t, samples, index, r)
         return True
@@ -371,6 +384,9 @@ class _Run:
         self, episode: Episode, requirement: Requirement, at: datetime, value: float, reading_id: UUID | None
     ) -> None:
         cleared = replace(episode, changed_at=at, value=value, revision=episode.revision + 1)
+        self.resolved.setdefault(requirement.vital_type_id, []).append(
+            Resolved(episode.direction, episode.opened_at, at)
+        )
         # Only an episode that paged gets an all-clear; a retrospective one was never news.
         self._emit(
             ChangeKind.CLEARED, cleared, requirement, AlertStatus.RESOLVED, at, reading_id,
@@ -450,6 +466,14 @@ class _Run:
             )
             episode = replace(episode, symptoms=(*episode.symptoms, rule.code))
         return episode
+
+    def _remember(self, vital: VitalState, vital_type_id: int) -> VitalState:
+        """The vital with the episodes resolved in this evaluation, and without those over before its window."""
+        spans = (*vital.resolved, *self.resolved.pop(vital_type_id, ()))
+        if vital.samples:
+            oldest = vital.samples[0].measured_at
+            spans = tuple(k for k in spans if k.resolved_at >= oldest)
+        return vital if spans == vital.resolved else replace(vital, resolved=spans)
 
     def _trim(self, vital: VitalState, requirement: Requirement | None) -> VitalState:
         samples = vital.samples
@@ -557,7 +581,7 @@ class _Run:
             vital = self._schedule(vital, vital_type_id, now)
             vital = self._close_due_checks(vital, now)
             vital = self._quiet_clears(vital, vital_type_id, now)
-            vitals[vital_type_id] = vital
+            vitals[vital_type_id] = self._remember(vital, vital_type_id)
         self.state = replace(self.state, vitals=vitals)
         self._silent_devices(now)
 

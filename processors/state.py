@@ -14,7 +14,7 @@ from uuid import UUID
 from processors.adherence import Slot
 from processors.alerts import Direction, Rule, Severity
 
-__all__ = ["DeviceState", "Episode", "PatientState", "Sample", "VitalState"]
+__all__ = ["DeviceState", "Episode", "PatientState", "Resolved", "Sample", "VitalState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +55,23 @@ class Episode:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolved:
+    """The span of an episode the engine resolved (or recorded whole, in the past), while it is in the window: a
+    past episode overlapping it is already on record."""
+
+    direction: Direction
+    opened_at: datetime
+    resolved_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class VitalState:
     """One vital type of one patient."""
 
     samples: tuple[Sample, ...] = ()
     episodes: dict[Direction, Episode] = field(default_factory=dict)
+    # Episodes resolved since the oldest reading of the window, oldest first.
+    resolved: tuple[Resolved, ...] = ()
     slots: tuple[Slot, ...] = ()
     # Vital checks are generated up to this instant (window starts); None until the first generation.
     scheduled_until: datetime | None = None

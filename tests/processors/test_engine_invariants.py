@@ -229,6 +229,28 @@ def test_an_older_breach_separated_from_a_retrospective_episode_does_not_escalat
     assert state is not None and open_alert_ids(state) == {alert.alert_id}
 
 
+def test_a_past_episode_is_recorded_once_when_later_late_readings_reshape_it() -> None:
+    """b (160), late, is a past episode before the live one e opened, cleared by i1 and i2 (two readings). A late
+    breach m between i1 and i2 and then a late in-range j between i1 and m make the replay clear it at j instead:
+    the episode is on record already (a resolved row is never changed), so nothing more is written."""
+    i1, i2, e, b, m, j = events(
+        [("hr", 90, 0, 0), ("hr", 90, 60, 0), ("hr", 130, 60, 0), ("hr", 160, 1, 150), ("hr", 125, 1, 80),
+         ("hr", 90, 1, 110)]
+    )  # fmt: skip
+    assert isinstance(b, CommittedReading) and isinstance(i2, CommittedReading) and isinstance(j, CommittedReading)
+    assert isinstance(i1, CommittedReading) and isinstance(m, CommittedReading)
+    assert b.measured_at < i1.measured_at < j.measured_at < m.measured_at < i2.measured_at < e.received_at
+    tables, state = play([i1, i2, e, b, m, j], context(_rules(clear_count=2)), repeat=2)
+    past = [a for a in tables.alerts.values() if a.opened_at == b.measured_at]
+    assert [(a.status, a.resolved_at, a.trigger_reading_ids) for a in past] == [
+        (AlertStatus.RESOLVED, i2.measured_at, (b.reading_id,))
+    ]
+    assert len(tables.alerts) == 2
+    assert state is not None and [(k.opened_at, k.resolved_at) for k in state.vitals[HEART_RATE].resolved] == [
+        (b.measured_at, i2.measured_at)
+    ]
+
+
 def test_an_older_in_range_reading_does_not_clear_a_retrospective_episode_that_newer_data_holds_open() -> None:
     c, d, e = events([("hr", 125, 120, 60), ("hr", 160, 20, 30), ("hr", 80, 5, 50)])
     assert isinstance(c, CommittedReading) and isinstance(d, CommittedReading) and isinstance(e, CommittedReading)
