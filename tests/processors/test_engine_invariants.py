@@ -238,7 +238,7 @@ def test_a_past_episode_is_recorded_once_when_later_late_readings_reshape_it() -
          ("hr", 90, 1, 110)]
     )  # fmt: skip
     assert isinstance(b, CommittedReading) and isinstance(i2, CommittedReading) and isinstance(j, CommittedReading)
-    assert isinstance(i1, CommittedReading) and isinstance(m, CommittedReading)
+    assert isinstance(i1, CommittedReading) and isinstance(m, CommittedReading) and isinstance(e, CommittedReading)
     assert b.measured_at < i1.measured_at < j.measured_at < m.measured_at < i2.measured_at < e.received_at
     tables, state = play([i1, i2, e, b, m, j], context(_rules(clear_count=2)), repeat=2)
     past = [a for a in tables.alerts.values() if a.opened_at == b.measured_at]
