@@ -47,9 +47,20 @@ COLUMNS = (
     "metadata",
 )
 _COLUMN_LIST = ", ".join(COLUMNS)
-_MERGE = (
+# The merge returns the inserted ids as one array (cheaper to decode than a row each). With a destination it also
+# writes the outbox row from what it inserted, in the same statement (server-side: no identity arrays built and
+# sent from here): exactly the rows that were new, i.e. the batch's settled rows; none when nothing was new.
+_INSERTED = (
     f"INSERT INTO vital_readings ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING_TABLE}"
-    " ON CONFLICT DO NOTHING RETURNING id"
+    " ON CONFLICT DO NOTHING RETURNING id, device_id, vital_type_id, measured_at"
+)
+_MERGE = f"WITH ins AS ({_INSERTED}) SELECT array_agg(id), NULL::bigint FROM ins"
+_MERGE_AND_OUTBOX = (
+    f"WITH ins AS ({_INSERTED}),"
+    " box AS (INSERT INTO ingest_outbox (destination, device_ids, vital_type_ids, measured_ats)"
+    " SELECT $1, array_agg(device_id), array_agg(vital_type_id), array_agg(measured_at) FROM ins"
+    " HAVING count(*) > 0 RETURNING id)"
+    " SELECT (SELECT array_agg(id) FROM ins), (SELECT id FROM box)"
 )
 # The stored values of staged rows that were not inserted (their identity was stored before, by an earlier batch
 # or by a concurrent transaction that ON CONFLICT waited for; this new statement sees its commit).
@@ -68,10 +79,6 @@ SELECT r.received_at, r.topic, r.claimed_serial, r.device_id, r.organization_id,
             reading_index, payload, payload_size)
 ON CONFLICT DO NOTHING
 """
-_OUTBOX = (
-    "INSERT INTO ingest_outbox (destination, device_ids, vital_type_ids, measured_ats)"
-    " VALUES ($1, $2::uuid[], $3::smallint[], $4::timestamptz[]) RETURNING id"
-)
 _TOUCH = """
 UPDATE devices d SET last_seen_at = v.seen_at
   FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen_at)
@@ -159,9 +166,14 @@ class Writer:
 
         async with conn.transaction():
             existing: dict[UUID, float] = {}
+            outbox_id: int | None = None
             if plan.rows:
                 await conn.copy_records_to_table(STAGING_TABLE, records=judged.records(), columns=COLUMNS)
-                inserted = {row["id"] for row in await conn.fetch(_MERGE)}
+                if self.destination is None:
+                    ids, _ = await conn.fetchrow(_MERGE)
+                else:
+                    ids, outbox_id = await conn.fetchrow(_MERGE_AND_OUTBOX, self.destination)
+                inserted = set(ids or ())
                 if len(inserted) != len(plan.rows):
                     missing = [r.id for r in plan.rows if r.id not in inserted]
                     existing = {row["id"]: row["value"] for row in await conn.fetch(_EXISTING, missing)}
@@ -175,15 +187,6 @@ class Writer:
             ]
             if store_rejections and rejection_rows:
                 await conn.execute(_REJECTIONS, *_columns(rejection_rows, 11))
-            outbox_id: int | None = None
-            if settled.rows and self.destination is not None:
-                outbox_id = await conn.fetchval(
-                    _OUTBOX,
-                    self.destination,
-                    [r.device_id for r in settled.rows],
-                    [r.vital_type_id for r in settled.rows],
-                    [r.measured_at for r in settled.rows],
-                )
 
         for reading in plan.rows:
             self.recent.remember(reading.key, existing.get(reading.id, reading.value))
