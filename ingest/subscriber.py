@@ -23,8 +23,10 @@ from functools import partial
 from typing import Any
 
 import gmqtt
+from gmqtt.mqtt.connection import MQTTConnection
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv50
 from gmqtt.mqtt.package import CommandWithMidPacket
+from gmqtt.mqtt.protocol import BaseMQTTProtocol, MQTTProtocol
 
 from ingest.admission import Envelope
 from ingest.backoff import Backoff
@@ -36,6 +38,52 @@ from ingest.settings import IngestSettings
 from ingest.status import StatusTracker
 
 logger = logging.getLogger(__name__)
+
+
+class _Protocol(MQTTProtocol):  # type: ignore[misc]
+    """gmqtt's protocol, parsing packets as the transport hands the data over.
+
+    gmqtt feeds an asyncio StreamReader and parses in a reader task, so every read event costs a future, a task
+    step and one more event-loop iteration besides the parsing; at a few thousand messages per second a read
+    often holds one message or a few. Parsing (`_read_packet`) and packet handling stay gmqtt's own, and run as
+    before: synchronously, in arrival order.
+    """
+
+    _unparsed = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        BaseMQTTProtocol.connection_made(self, transport)  # not MQTTProtocol's, which starts the reader task
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._unparsed + data if self._unparsed else data
+        parsed = self._read_packet(buffer)
+        if parsed == -1:  # a malformed length: close, so that the client reconnects (gmqtt's reader just stopped)
+            self._unparsed = b""
+            self._transport.close()
+            return
+        self._unparsed = buffer[parsed:]
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself (gmqtt's reader closed it on reading the end of the stream)
+
+
+class _Connection(MQTTConnection):  # type: ignore[misc]
+    @classmethod
+    async def create_connection(
+        cls,
+        host: str,
+        port: int,
+        ssl: Any,
+        clean_session: bool,
+        keepalive: int,
+        connection_state: Any,
+        package_handler: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+        logger: logging.Logger | None = None,
+    ) -> _Connection:
+        factory = partial(_Protocol, connection_state=connection_state, id_generator=package_handler.id_generator)
+        transport, protocol = await asyncio.get_running_loop().create_connection(factory, host, port, ssl=ssl)
+        return cls(transport, protocol, clean_session, keepalive, package_handler=package_handler, logger=logger)
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc]
@@ -58,6 +106,26 @@ class _Client(gmqtt.Client):  # type: ignore[misc]
             self.reconnect_delay = self.backoff.next_delay()
         self.metrics.mqtt_reconnects.inc()
         await super().reconnect(delay=delay)
+
+    async def _create_connection(
+        self, host: str, port: int, ssl: Any, clean_session: bool, keepalive: int
+    ) -> MQTTConnection:
+        # gmqtt 0.8's Client._create_connection with _Connection (packets parsed as data arrives) in place of
+        # MQTTConnection; the state resets before it are gmqtt's, unchanged.
+        self._exit_reconnecting_state()
+        self._package_handler.clear_topics_aliases()
+        self._connack_received.clear()
+        self._connection_lost.clear()
+        return await _Connection.create_connection(
+            host,
+            port,
+            ssl,
+            clean_session,
+            keepalive,
+            connection_state=self._connection_state,
+            package_handler=self._package_handler,
+            logger=self._logger,
+        )
 
     def _send_command_with_mid(self, cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
         # `acknowledge` calls this for PUBACK (and gmqtt for the QoS 2 commands, which ingest never subscribes with).
