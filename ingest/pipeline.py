@@ -9,6 +9,7 @@ is the awaitable form.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -109,13 +110,23 @@ class Pipeline:
         # Received and not yet settled (abandon() settles them as not durable); waiting for room in the queue.
         self._pending: set[Delivery] = set()
         self._waiting = 0
+        # The collector sleeps until the queue holds `_wake_at` messages (1 with no batch open, the room left in the
+        # open batch otherwise) or the batch's deadline: not once per arriving message.
+        self._wake = asyncio.Event()
+        self._wake_at = 1
+        self._open_room = 0  # room left in the open batch (0: none open); its share of the queue is batched already
         # The service starts only once the database answered; a failed write clears this, a commit sets it.
         self.database_ok = True
-        metrics.queue_depth.set_function(self._inbound.qsize)
+        metrics.queue_depth.set_function(self._unbatched)
 
     @property
     def depth(self) -> int:
         return self._inbound.qsize()
+
+    def _unbatched(self) -> int:
+        """The queue depth metric: received, not yet in a batch. The open batch now takes its messages from the queue
+        only at its deadline (or when full); they were counted out of the queue as they arrived, and still are."""
+        return max(0, self._inbound.qsize() - self._open_room)
 
     def deliver(self, delivery: Delivery) -> bool:
         """Queues a message without waiting (its `on_settled` is called later, once).
@@ -127,6 +138,8 @@ class Pipeline:
             return False
         self._pending.add(delivery)
         self._inbound.put_nowait(delivery)
+        if self._inbound.qsize() >= self._wake_at:
+            self._wake.set()
         return True
 
     async def enqueue(self, delivery: Delivery) -> None:
@@ -140,6 +153,8 @@ class Pipeline:
             raise
         finally:
             self._waiting -= 1
+        if self._inbound.qsize() >= self._wake_at:
+            self._wake.set()
 
     async def submit(self, envelope: Envelope) -> bool:
         """Queues a message (waiting while the queue is full) and returns whether it became durable."""
@@ -154,22 +169,27 @@ class Pipeline:
         while True:
             if self._life.stop.is_set() and self._inbound.empty():
                 break
-            timeout = 0.2 if first_at is None else max(0.0, self._policy.deadline(first_at) - self._monotonic())
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the item and swallows a cancellation
-            # that arrives as the get completes; the cancelled collector then waited forever on writers that were gone.
-            try:
-                async with asyncio.timeout(timeout):
-                    item = await self._inbound.get()
-            except TimeoutError:
-                item = None
-            if item is not None:
-                batch.append(item)
+            if first_at is None:
+                timeout, self._wake_at, self._open_room = 0.2, 1, 0
+            else:
+                timeout = max(0.0, self._policy.deadline(first_at) - self._monotonic())
+                self._wake_at = self._open_room = self._policy.max_size - len(batch)
+            if self._inbound.qsize() < self._wake_at:
+                self._wake.clear()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that arrives as the
+                # awaited step completes; the cancelled collector then waited forever on writers that were gone.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            if not self._inbound.empty():
                 first_at = first_at if first_at is not None else self._monotonic()
                 while not self._policy.is_full(len(batch)) and not self._inbound.empty():
                     batch.append(self._inbound.get_nowait())
             if self._policy.is_due(len(batch), first_at, self._monotonic()):
+                self._open_room = 0
                 await self._batches.put(batch)
                 batch, first_at = [], None
+        self._open_room = 0
         if batch:
             await self._batches.put(batch)
         # Only after a normal end. A collector cancelled because a writer failed must not wait here: the writers are

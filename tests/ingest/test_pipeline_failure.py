@@ -106,3 +106,36 @@ async def test_a_full_queue_makes_deliveries_wait_and_each_is_settled_once(units
     assert pipeline.abandon() == 1  # the one that waited was settled already
     assert pipeline.abandon() == 0
     assert sorted(settled) == [(0, False), (1, False), (2, False), (3, False)]
+
+
+async def test_a_batch_is_cut_by_size_without_waiting_for_its_age_and_the_open_batch_is_not_queue_depth(
+    units: UnitRegistry,
+) -> None:
+    """The collector no longer wakes for every message: it sleeps until the open batch could be full or is due.
+    A batch that fills is still written at once (size OR age), and the messages of the open batch, which now wait
+    in the queue until then, are not reported as queue depth (they count as batched, as before)."""
+    settings = IngestSettings(ingest_writers=1, ingest_batch_max_size=3, ingest_batch_max_age_s=30)
+    metrics = Metrics()
+    pipeline = Pipeline(
+        settings, Writer(units, settings.limits, RecentIdentities(0), None), None, metrics, Lifecycle(5)
+    )
+    now = datetime.now(UTC)
+    payloads = [json.dumps({"message_id": f"size-{i}", "readings": [reading(60 + i)]}).encode() for i in range(5)]
+    # An unknown serial: each message is refused (stored, then acknowledged) without needing a device.
+    envelopes = [Envelope(f"devices/size-cut-{now.timestamp()}/readings", p, now) for p in payloads]
+    collector = asyncio.create_task(pipeline.run_collector())
+    writer = asyncio.create_task(pipeline.run_writer())
+    first = [asyncio.create_task(pipeline.submit(e)) for e in envelopes[:3]]
+    assert await asyncio.wait_for(asyncio.gather(*first), 10) == [True] * 3  # long before the 30 s age
+    later = [asyncio.create_task(pipeline.submit(envelopes[3]))]
+    await asyncio.sleep(0.05)  # the collector takes it: the next batch is open
+    later.append(asyncio.create_task(pipeline.submit(envelopes[4])))
+    await asyncio.sleep(0.05)
+    # The second waits in the queue until that batch is due (30 s) or full; the collector was not woken for it.
+    assert not any(t.done() for t in later) and pipeline.depth == 1
+    assert metrics.registry.get_sample_value("ingest_queue_depth_messages") == 0
+    for task in (collector, writer):
+        task.cancel()
+    await asyncio.wait([collector, writer], timeout=5)
+    assert pipeline.abandon() == 2
+    assert await asyncio.gather(*later) == [False, False]
