@@ -1,4 +1,4 @@
-"""Kafka for the sandbox: the project's Kafka (127.0.0.1:19092, never another host), with topics and consumer
+"""Kafka for the sandbox: the project's Kafka (KAFKA_BOOTSTRAP_SERVERS, loopback only), with topics and consumer
 groups named after the sandbox's database, so a run shares nothing with tests or other runs and removes its
 topics afterwards. Starts the Faust processors worker as a process, reads a topic with a bare aiokafka consumer,
 and tracks a group's progress from its committed offsets.
@@ -26,12 +26,25 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from processors.events import decode_event
+from processors.settings import ProcessorSettings
 from processors.supervision import Supervision, Verdict
 from scripts.bench.sandbox import ROOT, Sandbox
 
 logger = logging.getLogger(__name__)
 
-BOOTSTRAP = "127.0.0.1:19092"
+
+def loopback_bootstrap(servers: str) -> str:
+    """The project's Kafka as configured (KAFKA_BOOTSTRAP_SERVERS), refused unless every server is on loopback."""
+    for server in servers.split(","):
+        host = server.strip().rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise RuntimeError(f"benchmarks use only a Kafka on loopback, not {server!r} (KAFKA_BOOTSTRAP_SERVERS)")
+    return servers
+
+
+# Was a fixed 127.0.0.1:19092: a stack on other ports (a second clone's .env) ran its Kafka stages against the
+# developers' broker, or skipped them when that one was down.
+BOOTSTRAP = loopback_bootstrap(ProcessorSettings().kafka_bootstrap_servers)
 PARTITIONS = 4
 _TIMEOUT_S = 20.0
 LOGS = Path(os.environ.get("RPM_STATE_DIR", "/var/tmp/rpm-telemetry")) / "bench-logs"
