@@ -35,9 +35,16 @@ UNDER_RLS = (
     "  FROM users u JOIN patients p ON p.user_id = u.id"
     " WHERE p.organization_id = %(org)s AND p.deleted_at IS NULL AND u.deleted_at IS NULL"
     "   AND (u.name_search @@ name_tsquery(%(q)s) OR full_name(u.first_name, u.last_name) %% lower(%(q)s))"
-    " ORDER BY score DESC, u.last_name, u.first_name LIMIT 20"
+    " ORDER BY score DESC, u.last_name, u.first_name LIMIT %(n)s"
 )
-FUNCTION = "SELECT * FROM search_patients(%(org)s, %(q)s)"
+"""The search body before 0420, run with the app's own rights (also what tests/security/test_patient_search.py
+holds the function to)."""
+FUNCTION = "SELECT * FROM search_patients(%(org)s, %(q)s, %(n)s)"
+LIMIT = 20
+
+
+def _params(org: UUID, q: str) -> dict[str, Any]:
+    return {"org": org, "q": q, "n": LIMIT}
 
 
 def _populate(owner: psycopg.Connection[Any], tenants: int, patients: int) -> dict[UUID, list[str]]:
@@ -75,7 +82,7 @@ def _median_ms(app: psycopg.Connection[Any], statement: str, queries: dict[UUID,
                 with app.transaction():
                     app.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(org),))
                     started = time.perf_counter()
-                    app.execute(statement, {"org": org, "q": q}).fetchall()
+                    app.execute(statement, _params(org, q)).fetchall()
                     times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 
@@ -83,7 +90,7 @@ def _median_ms(app: psycopg.Connection[Any], statement: str, queries: dict[UUID,
 def _plans(app: psycopg.Connection[Any], org: UUID, q: str) -> str:
     with app.transaction():
         app.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(org),))
-        rows = app.execute("EXPLAIN (ANALYZE, COSTS OFF) " + UNDER_RLS, {"org": org, "q": q}).fetchall()
+        rows = app.execute("EXPLAIN (ANALYZE, COSTS OFF) " + UNDER_RLS, _params(org, q)).fetchall()
     return "\n".join(str(r[0]) for r in rows)
 
 
@@ -95,8 +102,8 @@ def bench(settings: MigrationSettings, app_dsn: str, database: str, tenants: int
             for q in words:
                 with app.transaction():
                     app.execute("SELECT set_config('rpm.organization_id', %s, true)", (str(org),))
-                    same = app.execute(FUNCTION, {"org": org, "q": q}).fetchall()
-                    assert same == app.execute(UNDER_RLS, {"org": org, "q": q}).fetchall() and same, q
+                    same = app.execute(FUNCTION, _params(org, q)).fetchall()
+                    assert same == app.execute(UNDER_RLS, _params(org, q)).fetchall() and same, q
         print(f"{tenants} tenants x {patients} patients, {sum(map(len, queries.values()))} queries x {rounds}")
         for _ in range(2):  # alternate, so drift on a shared machine hits both alike
             print(f"  row security (pre-0420 body)  median {_median_ms(app, UNDER_RLS, queries, rounds):7.2f} ms")

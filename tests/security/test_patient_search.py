@@ -12,22 +12,13 @@ import psycopg
 import pytest
 
 from migrations.settings import MigrationSettings
+from scripts.bench.patient_search import UNDER_RLS  # the function's body before 0420, with the app's rights
 from tests import factories
 from tests.security.conftest import Connect
 from tests.security.tenant import tenant_transaction
 
 Conn = psycopg.Connection[Any]
 SEARCH = "SELECT * FROM search_patients(%(org)s, %(q)s, %(n)s)"
-# The function's body before 0420, run with the app's own rights: the row-security path the function must equal.
-UNDER_RLS = (
-    "SELECT p.id, u.id, p.mrn, u.first_name, u.last_name,"
-    "       greatest(ts_rank(u.name_search, name_tsquery(%(q)s)),"
-    "                similarity(full_name(u.first_name, u.last_name), lower(%(q)s))) AS score"
-    "  FROM users u JOIN patients p ON p.user_id = u.id"
-    " WHERE p.organization_id = %(org)s AND p.deleted_at IS NULL AND u.deleted_at IS NULL"
-    "   AND (u.name_search @@ name_tsquery(%(q)s) OR full_name(u.first_name, u.last_name) %% lower(%(q)s))"
-    " ORDER BY score DESC, u.last_name, u.first_name LIMIT %(n)s"
-)
 QUERIES = ("zbysz wil", "wilhelmina zbyshewski", "wil", "smith", "smyth william", "nobody-like-this", "")
 SEARCH_INDEXES = ("user_name_index_search_idx", "user_name_index_trgm_idx")
 
