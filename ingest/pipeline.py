@@ -296,11 +296,9 @@ class Pipeline:
             self._seen_written.clear()
 
     def _settle(self, batch: list[Delivery], durable: bool) -> None:
-        pending = self._pending
         for delivery in batch:
-            if not delivery.settled:
-                pending.discard(delivery)
-                delivery.settle(durable)
+            self._pending.discard(delivery)
+            delivery.settle(durable)  # once: a message already settled is left as it is
 
     def abandon(self) -> int:
         """Settles every message not yet written as not durable (once the writers are done or out of time)."""
